@@ -1,0 +1,498 @@
+"""The one place that orders the stages.
+
+One poll of one source::
+
+    store.claim_due ─▶ fetch ─▶ parse ─▶ normalize ─▶ topics.match_all ─▶ stories.features
+        ─▶ store.ingest (same GUID → same item; same URL / content → same story;
+                         near-duplicate or cross-language copy → StoryIndex)
+        ─▶ schedule (next poll: interval + jitter, or backoff / Retry-After on error)
+
+Fetching, parsing and normalizing run in a bounded thread pool with a per-host limit; each
+source's items and its new state are committed in one transaction. A source's failure is
+recorded on the source and never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from aggregator import fetch as fetch_stage
+from aggregator import normalize, parse, schedule, topics
+from aggregator.errors import FetchError, ParseError, StoreError
+from aggregator.store import IngestEntry, Store
+from aggregator.types import (
+    Config,
+    ErrorKind,
+    FetchRequest,
+    Fetched,
+    IngestCounts,
+    NormalizeOptions,
+    NotModified,
+    PollOutcome,
+    Source,
+    SourceState,
+    TopicHit,
+)
+
+log = logging.getLogger(__name__)
+
+GONE_PAUSE = timedelta(days=3650)  # a 410 source is disabled; this only keeps next_poll sane
+STORY_WINDOW = timedelta(hours=72)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class PollReport:
+    """One poll's result, for the summary line, logs and metrics."""
+
+    source_id: str
+    outcome: str  # "ok" | "not_modified" | "error" | "skipped"
+    status: int | None = None
+    counts: IngestCounts = IngestCounts()
+    error_kind: str | None = None
+    error: str | None = None
+    ms: int = 0
+    permanent_url: str | None = None
+    disabled: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == "error"
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    outcome: PollOutcome
+    entries: tuple[IngestEntry, ...]
+    report: PollReport
+
+
+class Poller:
+    """Polls sources and keeps the story index; safe to use from one scheduler thread."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        owner: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+        resolve: Callable[[str, int], list[str]] | None = None,
+    ) -> None:
+        self.store = store
+        self.owner = owner or default_owner()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.resolve = resolve
+        self.session = fetch_stage.make_session()
+        self._index: Any = None
+        self._indexed: set[int] = set()
+        self._last_item_id = 0
+        self._index_lock = threading.Lock()
+        self.listeners: list[Callable[[PollReport], None]] = []
+        self.set_config(config)
+
+    def set_config(self, config: Config) -> None:
+        self.config = config
+        self.sources = {s.id: s for s in config.sources}
+        self.compiled_topics = [topics.compile_topic(t) for t in config.topics]
+
+    def close(self) -> None:
+        self.session.close()
+
+    # ------------------------------------------------------------------ story index
+
+    @property
+    def index(self) -> Any:
+        if self._index is None:
+            from aggregator.stories import StoryIndex  # imports datasketch: only when ingesting
+
+            self._index = StoryIndex(window=STORY_WINDOW)
+        return self._index
+
+    def refresh_index(self, now: datetime | None = None) -> int:
+        """Add items stored since the last refresh (by any worker) to the story index."""
+        from aggregator.stories import StoryFeatures
+
+        now = now or self.clock()
+        added = 0
+        with self._index_lock:
+            index = self.index
+            for item_id, uid, blob in self.store.features_since(
+                self._last_item_id, now - STORY_WINDOW
+            ):
+                self._last_item_id = max(self._last_item_id, item_id)
+                if item_id in self._indexed:
+                    continue
+                try:
+                    index.add(uid, StoryFeatures.from_bytes(blob))
+                except ValueError:
+                    continue  # unreadable signature: the item still dedups by URL and hash
+                self._indexed.add(item_id)
+                added += 1
+            if len(self._indexed) > 500_000:
+                self._indexed = {i for i in self._indexed if i > self._last_item_id - 100_000}
+        return added
+
+    # ------------------------------------------------------------------ polling
+
+    def poll_due(self, now: datetime | None = None) -> list[PollReport]:
+        now = now or self.clock()
+        states = self.store.claim_due(
+            now, owner=self.owner, lease_seconds=self._lease_seconds(), limit=5000
+        )
+        return self.poll_states(states)
+
+    def poll_now(self, source_ids: Sequence[str] | None = None) -> list[PollReport]:
+        """Poll the named (or all enabled) sources now, due or not."""
+        now = self.clock()
+        only = list(source_ids) if source_ids else [s.id for s in self.config.sources if s.enabled]
+        states = self.store.claim_due(
+            now,
+            owner=self.owner,
+            lease_seconds=self._lease_seconds(),
+            limit=len(only) or 1,
+            only=only,
+            force=True,
+        )
+        return self.poll_states(states)
+
+    def _lease_seconds(self) -> float:
+        longest = max((s.timeout for s in self.config.sources), default=20.0)
+        return max(60.0, 3 * longest)
+
+    def poll_states(
+        self,
+        states: Sequence[SourceState],
+        *,
+        progress: Callable[[PollReport], None] | None = None,
+    ) -> list[PollReport]:
+        if not states:
+            return []
+        self.refresh_index()
+        settings = self.config.settings
+        host_limits: dict[str, threading.Semaphore] = defaultdict(
+            lambda: threading.Semaphore(settings.per_host)
+        )
+        limits_lock = threading.Lock()
+
+        def host_limit(url: str) -> threading.Semaphore:
+            with limits_lock:
+                return host_limits[urlsplit(url).hostname or ""]
+
+        reports: list[PollReport] = []
+        workers = max(1, min(settings.concurrency, len(states)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
+            futures = [
+                pool.submit(self._poll_one, state, host_limit(state.effective_url))
+                for state in _interleave_hosts(states)
+            ]
+            for future in as_completed(futures):
+                report = future.result()
+                reports.append(report)
+                for listener in (*self.listeners, *([progress] if progress else [])):
+                    listener(report)
+        return sorted(reports, key=lambda r: r.source_id)
+
+    def _poll_one(self, state: SourceState, limit: threading.Semaphore) -> PollReport:
+        source = self.sources.get(state.id)
+        if source is None:
+            return PollReport(state.id, "skipped", error="not in the config any more")
+        try:
+            with limit:
+                prepared = self._prepare(source, state)
+            result = self.store.ingest(
+                prepared.outcome,
+                prepared.entries,
+                finder=self._locked_index(),
+                owner=self.owner,
+                now=self.clock(),
+            )
+        except StoreError as e:
+            log.error("store error while polling source=%s: %s", state.id, e)
+            return PollReport(state.id, "error", error_kind="store", error=str(e))
+        except Exception as e:  # a bug in one source's processing must not stop the others
+            log.exception("unexpected error while polling source=%s", state.id)
+            return PollReport(state.id, "error", error_kind=ErrorKind.INTERNAL, error=repr(e))
+        if result.lost_lease:
+            return PollReport(state.id, "skipped", error="lease taken over by another worker")
+        with self._index_lock:
+            index = self.index
+            for item_id, uid, features in result.added:
+                if features is not None and item_id not in self._indexed:
+                    index.add(uid, features)
+                    self._indexed.add(item_id)
+        report = replace(prepared.report, counts=result.counts)
+        _log_report(report)
+        return report
+
+    def _locked_index(self) -> Any:
+        poller = self
+
+        class _Finder:
+            def find(self, f: Any) -> Any:
+                with poller._index_lock:
+                    return poller.index.find(f)
+
+        return _Finder()
+
+    def _prepare(self, source: Source, state: SourceState) -> _Prepared:
+        """Fetch, parse and normalize one source (no store access)."""
+        started = time.monotonic()
+        request = FetchRequest(
+            url=state.effective_url,
+            user_agent=self.config.settings.user_agent,
+            etag=state.etag,
+            last_modified=state.last_modified,
+            timeout=source.timeout,
+            connect_timeout=min(10.0, source.timeout),
+            max_bytes=source.max_bytes,
+            allow_private=source.allow_private,
+        )
+        try:
+            response = fetch_stage.fetch(request, self.session, resolve=self.resolve)
+        except FetchError as e:
+            return self._failed(source, state, e.kind, e.message, e.status, e.retry_after,
+                                e.permanent_url, started)
+        now = self.clock()
+        ms = int((time.monotonic() - started) * 1000)
+        if isinstance(response, NotModified):
+            next_poll = schedule.next_poll_after_success(
+                now,
+                source.interval,
+                self.rng,
+                cache_hint=schedule.cache_hint_seconds(response.headers, now, None),
+            )
+            outcome = PollOutcome(
+                source.id,
+                now,
+                next_poll,
+                status=304,
+                etag=response.etag or state.etag,
+                last_modified=response.last_modified or state.last_modified,
+                permanent_url=response.permanent_url,
+                elapsed_ms=ms,
+            )
+            report = PollReport(
+                source.id, "not_modified", 304, ms=ms, permanent_url=response.permanent_url
+            )
+            return _Prepared(outcome, (), report)
+        assert isinstance(response, Fetched)
+        try:
+            feed = parse.parse_feed(response.content, url=response.url, headers=response.headers)
+        except ParseError as e:
+            return self._failed(source, state, e.kind, e.message, response.status, None,
+                                response.permanent_url, started)
+        entries = self._entries(source, feed, response.url, now)
+        next_poll = schedule.next_poll_after_success(
+            now,
+            source.interval,
+            self.rng,
+            cache_hint=schedule.cache_hint_seconds(response.headers, now, feed.ttl_seconds),
+        )
+        ms = int((time.monotonic() - started) * 1000)
+        outcome = PollOutcome(
+            source.id,
+            now,
+            next_poll,
+            status=response.status,
+            etag=response.etag,
+            last_modified=response.last_modified,
+            permanent_url=response.permanent_url,
+            elapsed_ms=ms,
+        )
+        report = PollReport(
+            source.id, "ok", response.status, ms=ms, permanent_url=response.permanent_url
+        )
+        return _Prepared(outcome, entries, report)
+
+    def _entries(
+        self, source: Source, feed: Any, feed_url: str, now: datetime
+    ) -> tuple[IngestEntry, ...]:
+        from aggregator.stories import features as story_features
+
+        options = NormalizeOptions(
+            source_id=source.id,
+            source_language=source.language,
+            strip=source.strip,
+            tracking_params=self.config.settings.tracking_params,
+            languages=self._languages(),
+        )
+        entries: list[IngestEntry] = []
+        seen: set[str] = set()
+        for raw in feed.entries:
+            item = normalize.normalize_entry(raw, feed, options, fetched_at=now, feed_url=feed_url)
+            if item is None or item.guid in seen:
+                continue  # a feed listing one GUID twice stores it once
+            seen.add(item.guid)
+            hits = self.match_topics(
+                source, item.title, item.summary, item.content, item.language
+            )
+            f = story_features(item)
+            entries.append(IngestEntry(item, hits, f.to_bytes(), f))
+        return tuple(entries)
+
+    def _languages(self) -> tuple[str, ...]:
+        langs = sorted({s.language for s in self.config.sources if s.language})
+        return tuple(langs) if langs else ("en", "ru")
+
+    def match_topics(
+        self, source: Source, title: str, summary: str, content: str, language: str | None
+    ) -> tuple[TopicHit, ...]:
+        data = topics.MatchInput(
+            title=title,
+            summary=summary,
+            content=content,
+            source_id=source.id,
+            source_tags=source.tags,
+            language=language,
+        )
+        return tuple(
+            TopicHit(m.topic_id, m.terms) for m in topics.match_all(self.compiled_topics, data)
+        )
+
+    def _failed(
+        self,
+        source: Source,
+        state: SourceState,
+        kind: ErrorKind,
+        message: str,
+        status: int | None,
+        retry_after: str | None,
+        permanent_url: str | None,
+        started: float,
+    ) -> _Prepared:
+        now = self.clock()
+        ms = int((time.monotonic() - started) * 1000)
+        disabled = "410 Gone: the feed was removed" if kind == ErrorKind.GONE else None
+        if disabled:
+            next_poll = now + GONE_PAUSE
+        else:
+            next_poll = schedule.next_poll_after_error(
+                now, source.interval, state.consecutive_errors + 1, self.rng, retry_after
+            )
+        outcome = PollOutcome(
+            source.id,
+            now,
+            next_poll,
+            status=status,
+            permanent_url=permanent_url,
+            error_kind=str(kind),
+            error=message,
+            disabled_reason=disabled,
+            elapsed_ms=ms,
+        )
+        report = PollReport(
+            source.id,
+            "error",
+            status,
+            error_kind=str(kind),
+            error=message,
+            ms=ms,
+            permanent_url=permanent_url,
+            disabled=disabled is not None,
+        )
+        return _Prepared(outcome, (), report)
+
+    # ------------------------------------------------------------------ topics
+
+    def recompute_topics(self, now: datetime | None = None) -> int:
+        """Recompute topic membership for the stories in the retention window."""
+        now = now or self.clock()
+        since = now - timedelta(days=self.config.settings.retention_days)
+        members: dict[str, dict[int, tuple[str, ...]]] = {t.id: {} for t in self.config.topics}
+        prepared_cache: dict[int, list[TopicHit]] = {}
+        for row in self.store.match_rows(since):
+            source = self.sources.get(row.source_id) or Source(
+                id=row.source_id, url="http://invalid/", name=row.source_id
+            )
+            hits = self.match_topics(source, row.title, row.summary, row.content, row.language)
+            prepared_cache.setdefault(row.story_id, []).extend(hits)
+        for story_id, hits in prepared_cache.items():
+            for hit in hits:
+                terms = members[hit.topic_id].get(story_id, ())
+                merged = terms + tuple(term for term in hit.terms if term not in terms)
+                members[hit.topic_id][story_id] = merged
+        return self.store.replace_membership(
+            [t.id for t in self.config.topics], members, published_after=since, now=now
+        )
+
+
+def _interleave_hosts(states: Sequence[SourceState]) -> list[SourceState]:
+    """Order sources round-robin by host so one big agency does not hold every worker."""
+    by_host: dict[str, list[SourceState]] = defaultdict(list)
+    for state in states:
+        by_host[urlsplit(state.effective_url).hostname or ""].append(state)
+    queues = list(by_host.values())
+    ordered: list[SourceState] = []
+    while queues:
+        for queue in list(queues):
+            ordered.append(queue.pop(0))
+            if not queue:
+                queues.remove(queue)
+    return ordered
+
+
+def _log_report(report: PollReport) -> None:
+    c = report.counts
+    extra = {
+        "event": "polled",
+        "source": report.source_id,
+        "status": report.status,
+        "outcome": report.outcome,
+        "new": c.new,
+        "updated": c.updated,
+        "duplicate": c.duplicate,
+        "unchanged": c.unchanged,
+        "ms": report.ms,
+        "error_class": report.error_kind,
+    }
+    if report.failed:
+        log.warning(
+            "polled source=%s status=%s error=%s message=%r ms=%d",
+            report.source_id,
+            report.status,
+            report.error_kind,
+            report.error,
+            report.ms,
+            extra=extra,
+        )
+    else:
+        log.info(
+            "polled source=%s status=%s new=%d updated=%d duplicate=%d unchanged=%d ms=%d",
+            report.source_id,
+            report.status,
+            c.new,
+            c.updated,
+            c.duplicate,
+            c.unchanged,
+            report.ms,
+            extra=extra,
+        )
+
+
+def summarize(reports: Iterable[PollReport]) -> IngestCounts:
+    total = IngestCounts()
+    for r in reports:
+        total = total + r.counts
+    return total

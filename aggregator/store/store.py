@@ -1,0 +1,1010 @@
+"""The store: the only place that talks SQL.
+
+SQLite (the embedded default) runs in WAL mode with ``foreign_keys=ON``, a busy timeout and
+``BEGIN IMMEDIATE`` for every write transaction, so concurrent writers queue instead of failing
+half-way. PostgreSQL (psycopg 3) is used the same way; there, sources are claimed with
+``FOR UPDATE SKIP LOCKED`` so several workers split them.
+
+A poll's items and the source's new state are committed in one transaction: a crash leaves
+either all of it or none of it, and a re-poll after a crash stores nothing twice because
+``(source_id, guid)`` and the story keys are unique.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from aggregator.errors import StoreError
+from aggregator.store import tables as t
+from aggregator.types import (
+    Copy,
+    Enclosure,
+    IngestCounts,
+    Item,
+    PollOutcome,
+    Source,
+    SourceState,
+    StoryView,
+    TopicHit,
+)
+
+log = logging.getLogger(__name__)
+
+HEAD_REVISION = "0001"  # the newest migration; checked cheaply before importing Alembic
+MAX_REVISIONS = 5  # edits stored per item: a feed that rewrites every item cannot churn forever
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class StoryMatchLike(Protocol):
+    story_key: str
+
+
+class StoryFinder(Protocol):
+    """The in-memory near-duplicate index (aggregator.stories.StoryIndex) as the store sees it."""
+
+    def find(self, f: Any, /) -> StoryMatchLike | None: ...
+
+
+@dataclass(frozen=True)
+class IngestEntry:
+    item: Item
+    hits: tuple[TopicHit, ...] = ()
+    features: bytes | None = None  # persisted signature (aggregator.stories.StoryFeatures)
+    story_features: Any = None  # the same, decoded, for the finder
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    counts: IngestCounts
+    # (item id, story uid, features object) of the items inserted, to add to the index
+    added: tuple[tuple[int, str, Any], ...] = ()
+    lost_lease: bool = False
+
+
+@dataclass(frozen=True)
+class TopicPage:
+    stories: tuple[StoryView, ...]
+    total: int
+    version: int
+    updated: datetime
+
+
+@dataclass(frozen=True)
+class TopicVersion:
+    version: int
+    updated: datetime
+
+
+@dataclass(frozen=True)
+class MatchRow:
+    """One stored item, for recomputing topic membership."""
+
+    story_id: int
+    source_id: str
+    title: str
+    summary: str
+    content: str
+    language: str | None
+
+
+@dataclass
+class _Pending:
+    topics: set[str] = field(default_factory=set)
+
+
+def _is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def _sqlite_path(url: str) -> Path | None:
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+class Store:
+    """SQL storage for sources, items, stories and topic membership."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = _is_sqlite(url)
+        self._lock = threading.Lock()  # one writer per process; SQLite serializes anyway
+        try:
+            if self.is_sqlite:
+                path = _sqlite_path(url)
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                self._engine = self._sqlite_engine(immediate=True)
+                self._read_engine = self._sqlite_engine(immediate=False)
+            else:
+                self._engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+                self._read_engine = self._engine
+        except (SQLAlchemyError, OSError, ImportError) as e:
+            raise StoreError(f"cannot open database {self.safe_url}: {e}") from e
+
+    @property
+    def safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def _sqlite_engine(self, *, immediate: bool) -> Engine:
+        engine = create_engine(
+            self.url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            poolclass=NullPool if ":memory:" not in self.url else None,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event below issue BEGIN itself.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            # NORMAL survives a crash of the process; FULL would also survive power loss.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        self._engine.dispose()
+        if self._read_engine is not self._engine:
+            self._read_engine.dispose()
+
+    def ping(self) -> None:
+        """Raise StoreError unless the database answers and has our schema."""
+        try:
+            with self._read_engine.connect() as conn:
+                conn.execute(select(func.count()).select_from(t.topic_versions)).scalar()
+        except SQLAlchemyError as e:
+            raise StoreError(f"database unreachable: {e.__class__.__name__}: {e}") from e
+
+    def current_revision(self) -> str | None:
+        try:
+            with self._read_engine.connect() as conn:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except OperationalError:
+            return None
+        except SQLAlchemyError as e:
+            if "alembic_version" in str(e):
+                return None
+            raise StoreError(f"database unreachable: {e}") from e
+
+    def upgrade(self) -> bool:
+        """Apply pending migrations; return True when something was applied."""
+        if self.current_revision() == HEAD_REVISION:
+            return False
+        from alembic import command  # costs ~0.25 s: only when a migration is due
+        from alembic.config import Config as AlembicConfig
+
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        try:
+            with self._engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except SQLAlchemyError as e:
+            raise StoreError(f"migration failed: {e}") from e
+        log.info("database upgraded to revision %s", HEAD_REVISION)
+        return True
+
+    def _write(self) -> Any:
+        return self._engine.begin()
+
+    def _read(self) -> Any:
+        return self._read_engine.connect()
+
+    # ------------------------------------------------------------------ sources
+
+    def sync_sources(self, sources: Sequence[Source], now: datetime) -> None:
+        """Bring the sources table in line with the config; state of kept sources survives."""
+        wanted = {s.id: s for s in sources}
+        with self._lock, self._write() as conn:
+            existing = {r.id: r for r in conn.execute(select(t.sources))}
+            for source in sources:
+                row = existing.get(source.id)
+                if row is None:
+                    conn.execute(
+                        insert(t.sources).values(
+                            id=source.id,
+                            url=source.url,
+                            effective_url=source.url,
+                            name=source.name,
+                            priority=source.priority,
+                            configured=True,
+                            enabled=source.enabled,
+                            next_poll_at=now,
+                            consecutive_errors=0,
+                        )
+                    )
+                    continue
+                values: dict[str, Any] = {
+                    "name": source.name,
+                    "priority": source.priority,
+                    "configured": True,
+                }
+                if row.url != source.url:
+                    # The admin changed the URL: forget redirects, validators and a 410.
+                    values.update(
+                        url=source.url,
+                        effective_url=source.url,
+                        etag=None,
+                        last_modified=None,
+                        disabled_reason=None,
+                        consecutive_errors=0,
+                        next_poll_at=now,
+                    )
+                    values["enabled"] = source.enabled
+                elif row.disabled_reason is None:
+                    values["enabled"] = source.enabled
+                if not row.configured:
+                    values["next_poll_at"] = now
+                conn.execute(update(t.sources).where(t.sources.c.id == source.id).values(values))
+            gone = [sid for sid in existing if sid not in wanted]
+            if gone:
+                conn.execute(
+                    update(t.sources)
+                    .where(t.sources.c.id.in_(gone))
+                    .values(configured=False, lease_owner=None)
+                )
+
+    def source_states(self, now: datetime, *, configured_only: bool = True) -> list[SourceState]:
+        day_ago = now - timedelta(days=1)
+        with self._read() as conn:
+            counts = {
+                r.source_id: (r.total, r.recent or 0)
+                for r in conn.execute(
+                    select(
+                        t.items.c.source_id,
+                        func.count().label("total"),
+                        func.sum(case((t.items.c.first_seen_at >= day_ago, 1), else_=0)).label(
+                            "recent"
+                        ),
+                    ).group_by(t.items.c.source_id)
+                )
+            }
+            query = select(t.sources).order_by(t.sources.c.id)
+            if configured_only:
+                query = query.where(t.sources.c.configured.is_(True))
+            rows = list(conn.execute(query))
+        return [_state(r, *counts.get(r.id, (0, 0))) for r in rows]
+
+    def source_state(self, source_id: str) -> SourceState | None:
+        with self._read() as conn:
+            row = conn.execute(select(t.sources).where(t.sources.c.id == source_id)).first()
+        return None if row is None else _state(row, 0, 0)
+
+    def claim_due(
+        self,
+        now: datetime,
+        *,
+        owner: str,
+        lease_seconds: float,
+        limit: int = 1000,
+        only: Collection[str] | None = None,
+        force: bool = False,
+    ) -> list[SourceState]:
+        """Lease the sources due at ``now`` (or the ``only`` ones, due or not, with ``force``).
+
+        A leased source is skipped by other workers until its lease expires, so each due
+        source is fetched once per round however many workers run.
+        """
+        c = t.sources.c
+        free = or_(c.lease_owner.is_(None), c.lease_expires_at < now, c.lease_owner == owner)
+        query = select(t.sources).where(c.configured.is_(True), c.enabled.is_(True), free)
+        if only is not None:
+            query = query.where(c.id.in_(list(only)))
+        if not force:
+            query = query.where(or_(c.next_poll_at.is_(None), c.next_poll_at <= now))
+        query = query.order_by(c.next_poll_at, c.id).limit(limit)
+        if not self.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        expires = now + timedelta(seconds=lease_seconds)
+        with self._lock, self._write() as conn:
+            rows = list(conn.execute(query))
+            if rows:
+                conn.execute(
+                    update(t.sources)
+                    .where(c.id.in_([r.id for r in rows]))
+                    .values(lease_owner=owner, lease_expires_at=expires)
+                )
+        return [_state(r, 0, 0) for r in rows]
+
+    def extend_leases(self, owner: str, source_ids: Collection[str], until: datetime) -> None:
+        if not source_ids:
+            return
+        c = t.sources.c
+        with self._lock, self._write() as conn:
+            conn.execute(
+                update(t.sources)
+                .where(c.id.in_(list(source_ids)), c.lease_owner == owner)
+                .values(lease_expires_at=until)
+            )
+
+    def release(self, owner: str, source_ids: Collection[str]) -> None:
+        if not source_ids:
+            return
+        c = t.sources.c
+        with self._lock, self._write() as conn:
+            conn.execute(
+                update(t.sources)
+                .where(c.id.in_(list(source_ids)), c.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    def next_due(self) -> datetime | None:
+        c = t.sources.c
+        with self._read() as conn:
+            value: datetime | None = conn.execute(
+                select(func.min(c.next_poll_at)).where(c.configured.is_(True), c.enabled.is_(True))
+            ).scalar()
+        return value
+
+    # ------------------------------------------------------------------ ingest
+
+    def ingest(
+        self,
+        outcome: PollOutcome,
+        entries: Sequence[IngestEntry],
+        *,
+        finder: StoryFinder | None = None,
+        owner: str | None = None,
+        now: datetime,
+    ) -> IngestResult:
+        """Store a poll's items and the source's new state in one transaction."""
+        for attempt in range(5):
+            try:
+                with self._lock, self._write() as conn:
+                    if owner is not None and not self._still_owner(conn, outcome.source_id, owner):
+                        # Our lease expired and another worker took the source: its poll wins.
+                        return IngestResult(IngestCounts(), lost_lease=True)
+                    pending = _Pending()
+                    counts = IngestCounts()
+                    added: list[tuple[int, str, Any]] = []
+                    for entry in entries:
+                        counts = counts + self._ingest_one(conn, entry, finder, now, pending, added)
+                    self._record_outcome(conn, outcome)
+                    self._bump_topics(conn, pending.topics, now)
+                return IngestResult(counts, tuple(added))
+            except IntegrityError as e:
+                # Another worker inserted the same key between our read and our write:
+                # the transaction rolled back whole; run it again and it will see that row.
+                log.debug("ingest conflict for %s, retrying: %s", outcome.source_id, e)
+                if attempt == 4:
+                    raise StoreError(f"ingest kept conflicting: {e}") from e
+            except SQLAlchemyError as e:
+                raise StoreError(f"ingest failed: {e.__class__.__name__}: {e}") from e
+        raise AssertionError("unreachable")
+
+    def record_outcome(
+        self, outcome: PollOutcome, *, now: datetime, owner: str | None = None
+    ) -> None:
+        self.ingest(outcome, (), owner=owner, now=now)
+
+    def _still_owner(self, conn: Connection, source_id: str, owner: str) -> bool:
+        row = conn.execute(
+            select(t.sources.c.lease_owner).where(t.sources.c.id == source_id)
+        ).first()
+        return row is not None and row.lease_owner in (None, owner)
+
+    def _ingest_one(
+        self,
+        conn: Connection,
+        entry: IngestEntry,
+        finder: StoryFinder | None,
+        now: datetime,
+        pending: _Pending,
+        added: list[tuple[int, str, Any]],
+    ) -> IngestCounts:
+        item = entry.item
+        ic = t.items.c
+        row = conn.execute(
+            select(
+                ic.id, ic.story_id, ic.title, ic.summary, ic.content, ic.link, ic.revisions
+            ).where(ic.source_id == item.source_id, ic.guid == item.guid)
+        ).first()
+        if row is not None:
+            changed = (row.title, row.summary, row.content, row.link) != (
+                item.title,
+                item.summary,
+                item.content,
+                item.link,
+            )
+            if not changed or row.revisions >= MAX_REVISIONS:
+                return IngestCounts(unchanged=1)
+            conn.execute(
+                update(t.items)
+                .where(ic.id == row.id)
+                .values(
+                    title=item.title,
+                    summary=item.summary,
+                    content=item.content,
+                    link=item.link,
+                    updated_at=item.updated,
+                    categories=json.dumps(list(item.categories), ensure_ascii=False),
+                    revisions=row.revisions + 1,
+                )
+            )
+            self._add_hits(conn, row.story_id, entry.hits, now, pending)
+            self._touch_story(conn, row.story_id, now, pending)
+            return IngestCounts(updated=1)
+
+        keys = _story_keys(item)
+        story_id = self._story_by_keys(conn, keys)
+        if story_id is None and finder is not None and entry.story_features is not None:
+            match = finder.find(entry.story_features)
+            if match is not None:
+                story_id = conn.execute(
+                    select(t.stories.c.id).where(t.stories.c.uid == match.story_key)
+                ).scalar()
+        created = story_id is None
+        if story_id is None:
+            story_id = conn.execute(
+                insert(t.stories)
+                .values(
+                    uid=f"urn:uuid:{uuid.uuid4()}",
+                    published_at=item.published,
+                    first_seen_at=now,
+                    updated_at=now,
+                )
+                .returning(t.stories.c.id)
+            ).scalar_one()
+        for key in keys:
+            owner_story = self._claim_key(conn, key, story_id)
+            if owner_story != story_id and created:
+                # Another ingest claimed this copy's URL first: join its story instead.
+                conn.execute(delete(t.story_keys).where(t.story_keys.c.story_id == story_id))
+                conn.execute(delete(t.stories).where(t.stories.c.id == story_id))
+                story_id, created = owner_story, False
+                for other in keys:
+                    self._claim_key(conn, other, story_id)
+                break
+        item_id = conn.execute(
+            insert(t.items)
+            .values(
+                source_id=item.source_id,
+                guid=item.guid,
+                story_id=story_id,
+                url=item.url,
+                link=item.link,
+                title=item.title,
+                summary=item.summary,
+                content=item.content,
+                published_at=item.published,
+                updated_at=item.updated,
+                first_seen_at=now,
+                language=item.language,
+                author=item.author,
+                categories=json.dumps(list(item.categories), ensure_ascii=False),
+                enclosures=json.dumps(
+                    [[e.url, e.type, e.length] for e in item.enclosures], ensure_ascii=False
+                ),
+                content_hash=item.content_hash,
+                features=entry.features,
+                revisions=0,
+            )
+            .returning(ic.id)
+        ).scalar_one()
+        self._choose_representative(conn, story_id)
+        self._add_hits(conn, story_id, entry.hits, now, pending)
+        self._touch_story(conn, story_id, now, pending)
+        uid = conn.execute(select(t.stories.c.uid).where(t.stories.c.id == story_id)).scalar_one()
+        added.append((item_id, uid, entry.story_features))
+        return IngestCounts(new=1) if created else IngestCounts(duplicate=1)
+
+    def _story_by_keys(self, conn: Connection, keys: Sequence[str]) -> int | None:
+        if not keys:
+            return None
+        rows = conn.execute(
+            select(t.story_keys.c.key, t.story_keys.c.story_id).where(t.story_keys.c.key.in_(keys))
+        ).all()
+        found = {r.key: r.story_id for r in rows}
+        for key in keys:  # the URL key wins over the content hash
+            if key in found:
+                return int(found[key])
+        return None
+
+    def _claim_key(self, conn: Connection, key: str, story_id: int) -> int:
+        """Insert the key for this story unless it exists; return the story that owns it."""
+        self._insert_ignore(conn, t.story_keys, {"key": key, "story_id": story_id}, ["key"])
+        return int(
+            conn.execute(
+                select(t.story_keys.c.story_id).where(t.story_keys.c.key == key)
+            ).scalar_one()
+        )
+
+    def _choose_representative(self, conn: Connection, story_id: int) -> None:
+        ic, sc = t.items.c, t.sources.c
+        rep = conn.execute(
+            select(ic.id, ic.published_at)
+            .join(t.sources, sc.id == ic.source_id)
+            .where(ic.story_id == story_id)
+            .order_by(sc.priority.desc(), ic.published_at, ic.id)
+            .limit(1)
+        ).first()
+        if rep is not None:
+            conn.execute(
+                update(t.stories)
+                .where(t.stories.c.id == story_id)
+                .values(representative_item_id=rep.id, published_at=rep.published_at)
+            )
+
+    def _add_hits(
+        self,
+        conn: Connection,
+        story_id: int,
+        hits: Sequence[TopicHit],
+        now: datetime,
+        pending: _Pending,
+    ) -> None:
+        if not hits:
+            return
+        for hit in hits:
+            self._insert_ignore(
+                conn,
+                t.topic_stories,
+                {
+                    "topic_id": hit.topic_id,
+                    "story_id": story_id,
+                    "terms": json.dumps(list(hit.terms), ensure_ascii=False),
+                    "added_at": now,
+                },
+                ["topic_id", "story_id"],
+            )
+            pending.topics.add(hit.topic_id)
+
+    def _insert_ignore(
+        self, conn: Connection, table: Any, values: dict[str, Any], keys: list[str]
+    ) -> None:
+        """INSERT … ON CONFLICT DO NOTHING on both backends."""
+        if self.is_sqlite:
+            from sqlalchemy.dialects import sqlite
+
+            conn.execute(
+                sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=keys)
+            )
+        else:
+            from sqlalchemy.dialects import postgresql
+
+            conn.execute(
+                postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=keys)
+            )
+
+    def _touch_story(
+        self, conn: Connection, story_id: int, now: datetime, pending: _Pending
+    ) -> None:
+        conn.execute(update(t.stories).where(t.stories.c.id == story_id).values(updated_at=now))
+        pending.topics.update(
+            conn.execute(
+                select(t.topic_stories.c.topic_id).where(t.topic_stories.c.story_id == story_id)
+            ).scalars()
+        )
+
+    def _bump_topics(self, conn: Connection, topic_ids: Collection[str], now: datetime) -> None:
+        c = t.topic_versions.c
+        for topic_id in sorted(topic_ids):
+            result = conn.execute(
+                update(t.topic_versions)
+                .where(c.topic_id == topic_id)
+                .values(version=c.version + 1, updated_at=now)
+            )
+            if result.rowcount == 0:
+                conn.execute(
+                    insert(t.topic_versions).values(topic_id=topic_id, version=1, updated_at=now)
+                )
+
+    def _record_outcome(self, conn: Connection, outcome: PollOutcome) -> None:
+        c = t.sources.c
+        values: dict[str, Any] = {
+            "last_polled_at": outcome.polled_at,
+            "next_poll_at": outcome.next_poll_at,
+            "last_status": outcome.status,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
+        if outcome.error_kind is None:
+            values.update(
+                consecutive_errors=0,
+                last_error_kind=None,
+                last_error=None,
+                last_success_at=outcome.polled_at,
+            )
+            if outcome.etag is not None or outcome.last_modified is not None:
+                values.update(etag=outcome.etag, last_modified=outcome.last_modified)
+        else:
+            values.update(
+                consecutive_errors=c.consecutive_errors + 1,
+                last_error_kind=outcome.error_kind,
+                last_error=outcome.error,
+            )
+        if outcome.permanent_url:
+            values["effective_url"] = outcome.permanent_url
+        if outcome.disabled_reason:
+            values.update(enabled=False, disabled_reason=outcome.disabled_reason)
+        conn.execute(update(t.sources).where(c.id == outcome.source_id).values(values))
+
+    # ------------------------------------------------------------------ index sync
+
+    def features_since(
+        self, after_item_id: int, published_after: datetime
+    ) -> Iterator[tuple[int, str, bytes]]:
+        """(item id, story uid, features) of items newer than an id, for the story index."""
+        ic = t.items.c
+        query = (
+            select(ic.id, t.stories.c.uid, ic.features)
+            .join(t.stories, t.stories.c.id == ic.story_id)
+            .where(ic.id > after_item_id, ic.published_at >= published_after)
+            .where(ic.features.is_not(None))
+            .order_by(ic.id)
+        )
+        with self._read() as conn:
+            for row in conn.execute(query):
+                yield int(row.id), str(row.uid), bytes(row.features)
+
+    # ------------------------------------------------------------------ topics
+
+    def topic_version(self, topic_id: str) -> TopicVersion:
+        c = t.topic_versions.c
+        with self._read() as conn:
+            row = conn.execute(
+                select(c.version, c.updated_at).where(c.topic_id == topic_id)
+            ).first()
+        if row is None:
+            return TopicVersion(0, EPOCH)
+        return TopicVersion(int(row.version), row.updated_at)
+
+    def topic_versions(self) -> dict[str, TopicVersion]:
+        c = t.topic_versions.c
+        with self._read() as conn:
+            rows = conn.execute(select(c.topic_id, c.version, c.updated_at)).all()
+        return {r.topic_id: TopicVersion(int(r.version), r.updated_at) for r in rows}
+
+    def topic_count(self, topic_id: str) -> int:
+        with self._read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(t.topic_stories)
+                    .where(t.topic_stories.c.topic_id == topic_id)
+                ).scalar_one()
+            )
+
+    def topic_page(
+        self,
+        topic_id: str,
+        *,
+        page: int,
+        limit: int,
+        source_urls: Mapping[str, str] | None = None,
+    ) -> TopicPage:
+        """Newest-first stories of a topic with every copy of each, for one page."""
+        ts, st = t.topic_stories.c, t.stories.c
+        with self._read() as conn:
+            version = conn.execute(
+                select(t.topic_versions.c.version, t.topic_versions.c.updated_at).where(
+                    t.topic_versions.c.topic_id == topic_id
+                )
+            ).first()
+            total = int(
+                conn.execute(
+                    select(func.count()).select_from(t.topic_stories).where(ts.topic_id == topic_id)
+                ).scalar_one()
+            )
+            story_rows = conn.execute(
+                select(st.id, st.uid, st.representative_item_id, st.published_at, ts.terms)
+                .join(t.topic_stories, ts.story_id == st.id)
+                .where(ts.topic_id == topic_id)
+                .order_by(st.published_at.desc(), st.id.desc())
+                .limit(limit)
+                .offset((page - 1) * limit)
+            ).all()
+            views = self._story_views(conn, story_rows, source_urls or {})
+        return TopicPage(
+            stories=tuple(views),
+            total=total,
+            version=int(version.version) if version else 0,
+            updated=version.updated_at if version else EPOCH,
+        )
+
+    def _story_views(
+        self, conn: Connection, story_rows: Sequence[Any], source_urls: Mapping[str, str]
+    ) -> list[StoryView]:
+        if not story_rows:
+            return []
+        ic, sc = t.items.c, t.sources.c
+        by_story: dict[int, list[Any]] = {}
+        for row in conn.execute(
+            select(
+                ic.id,
+                ic.story_id,
+                ic.source_id,
+                ic.link,
+                ic.title,
+                ic.summary,
+                ic.content,
+                ic.published_at,
+                ic.updated_at,
+                ic.language,
+                ic.author,
+                ic.categories,
+                sc.name,
+                sc.effective_url,
+            )
+            .join(t.sources, sc.id == ic.source_id)
+            .where(ic.story_id.in_([r.id for r in story_rows]))
+            .order_by(sc.priority.desc(), ic.published_at, ic.id)
+        ):
+            by_story.setdefault(row.story_id, []).append(row)
+        views = []
+        for srow in story_rows:
+            copies = by_story.get(srow.id, [])
+            if not copies:
+                continue
+            rep = next((c for c in copies if c.id == srow.representative_item_id), copies[0])
+            related: list[Copy] = []
+            seen = {rep.link}
+            for c in copies:
+                if c.id == rep.id or c.link in seen:
+                    continue
+                seen.add(c.link)
+                related.append(Copy(c.link, c.name, c.source_id, c.title, c.language))
+            updated = max(c.updated_at for c in copies)
+            views.append(
+                StoryView(
+                    story_id=srow.uid,
+                    title=rep.title,
+                    summary=rep.summary,
+                    content=rep.content,
+                    link=rep.link,
+                    published=srow.published_at,
+                    updated=max(updated, srow.published_at),
+                    source_id=rep.source_id,
+                    source_name=rep.name,
+                    source_url=source_urls.get(rep.source_id, rep.effective_url),
+                    language=rep.language,
+                    author=rep.author,
+                    categories=tuple(json.loads(rep.categories or "[]")),
+                    related=tuple(related),
+                    matched_terms=tuple(json.loads(srow.terms or "[]")),
+                )
+            )
+        return views
+
+    def match_rows(self, published_after: datetime) -> Iterator[MatchRow]:
+        """Every item of the stories in the window, to recompute topic membership."""
+        ic = t.items.c
+        query = (
+            select(ic.story_id, ic.source_id, ic.title, ic.summary, ic.content, ic.language)
+            .join(t.stories, t.stories.c.id == ic.story_id)
+            .where(t.stories.c.published_at >= published_after)
+            .order_by(ic.story_id, ic.id)
+        )
+        with self._read() as conn:
+            for r in conn.execute(query):
+                yield MatchRow(r.story_id, r.source_id, r.title, r.summary, r.content, r.language)
+
+    def replace_membership(
+        self,
+        topic_ids: Collection[str],
+        members: Mapping[str, Mapping[int, tuple[str, ...]]],
+        *,
+        published_after: datetime,
+        now: datetime,
+    ) -> int:
+        """Set the membership of stories in the window to ``members``; drop removed topics.
+
+        Returns the number of topics whose membership changed (their version is bumped).
+        """
+        ts = t.topic_stories.c
+        window = select(t.stories.c.id).where(t.stories.c.published_at >= published_after)
+        changed: set[str] = set()
+        with self._lock, self._write() as conn:
+            stale = (
+                conn.execute(
+                    select(ts.topic_id).distinct().where(ts.topic_id.not_in(list(topic_ids)))
+                )
+                .scalars()
+                .all()
+            )
+            if stale:
+                conn.execute(delete(t.topic_stories).where(ts.topic_id.in_(stale)))
+                conn.execute(delete(t.topic_versions).where(t.topic_versions.c.topic_id.in_(stale)))
+            for topic_id in topic_ids:
+                wanted = members.get(topic_id, {})
+                current = {
+                    r.story_id: r.terms
+                    for r in conn.execute(
+                        select(ts.story_id, ts.terms).where(
+                            ts.topic_id == topic_id, ts.story_id.in_(window)
+                        )
+                    )
+                }
+                drop = [sid for sid in current if sid not in wanted]
+                if drop:
+                    for chunk in _chunks(drop, 500):
+                        conn.execute(
+                            delete(t.topic_stories).where(
+                                ts.topic_id == topic_id, ts.story_id.in_(chunk)
+                            )
+                        )
+                rows = [
+                    {
+                        "topic_id": topic_id,
+                        "story_id": sid,
+                        "terms": json.dumps(list(terms), ensure_ascii=False),
+                        "added_at": now,
+                    }
+                    for sid, terms in wanted.items()
+                    if sid not in current
+                ]
+                if rows:
+                    conn.execute(insert(t.topic_stories), rows)
+                for sid, terms in wanted.items():
+                    encoded = json.dumps(list(terms), ensure_ascii=False)
+                    if sid in current and current[sid] != encoded:
+                        conn.execute(
+                            update(t.topic_stories)
+                            .where(ts.topic_id == topic_id, ts.story_id == sid)
+                            .values(terms=encoded)
+                        )
+                if drop or rows:
+                    changed.add(topic_id)
+            known = set(conn.execute(select(t.topic_versions.c.topic_id)).scalars().all())
+            changed.update(tid for tid in topic_ids if tid not in known)
+            self._bump_topics(conn, changed, now)
+        return len(changed)
+
+    # ------------------------------------------------------------------ retention
+
+    def delete_older_than(self, cutoff: datetime, keep_newest: Mapping[str, int]) -> int:
+        """Delete stories (and their items) published before ``cutoff``, except the newest
+        ``keep_newest[topic]`` stories of every topic. Returns the number of stories deleted."""
+        st, ts = t.stories.c, t.topic_stories.c
+        with self._lock, self._write() as conn:
+            keep: set[int] = set()
+            for topic_id, limit in keep_newest.items():
+                keep.update(
+                    conn.execute(
+                        select(st.id)
+                        .join(t.topic_stories, ts.story_id == st.id)
+                        .where(ts.topic_id == topic_id)
+                        .order_by(st.published_at.desc(), st.id.desc())
+                        .limit(limit)
+                    ).scalars()
+                )
+            old = [
+                sid
+                for sid in conn.execute(select(st.id).where(st.published_at < cutoff)).scalars()
+                if sid not in keep
+            ]
+            for chunk in _chunks(old, 500):
+                conn.execute(delete(t.topic_stories).where(ts.story_id.in_(chunk)))
+                conn.execute(delete(t.story_keys).where(t.story_keys.c.story_id.in_(chunk)))
+                conn.execute(delete(t.items).where(t.items.c.story_id.in_(chunk)))
+                conn.execute(delete(t.stories).where(st.id.in_(chunk)))
+        return len(old)
+
+    def counts(self) -> dict[str, int]:
+        with self._read() as conn:
+            return {
+                name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+                for name, table in (
+                    ("sources", t.sources),
+                    ("items", t.items),
+                    ("stories", t.stories),
+                    ("topic_stories", t.topic_stories),
+                )
+            }
+
+    def all_items(self) -> list[dict[str, Any]]:
+        """Every stored item (id, source, guid, story uid), for checks and tests."""
+        ic = t.items.c
+        with self._read() as conn:
+            rows = conn.execute(
+                select(ic.id, ic.source_id, ic.guid, ic.url, ic.title, t.stories.c.uid)
+                .join(t.stories, t.stories.c.id == ic.story_id)
+                .order_by(ic.id)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def execute_check(self) -> list[str]:
+        """Problems found by the database's own integrity check (SQLite) and by ours."""
+        problems: list[str] = []
+        with self._read() as conn:
+            if self.is_sqlite:
+                result = conn.execute(text("PRAGMA integrity_check")).scalars().all()
+                if result != ["ok"]:
+                    problems.extend(str(r) for r in result)
+            orphans = conn.execute(
+                select(func.count())
+                .select_from(t.stories)
+                .where(~t.stories.c.id.in_(select(t.items.c.story_id)))
+            ).scalar_one()
+            if orphans:
+                problems.append(f"{orphans} stories without items")
+            bad_rep = conn.execute(
+                select(func.count())
+                .select_from(t.stories)
+                .where(
+                    ~t.stories.c.representative_item_id.in_(
+                        select(t.items.c.id).where(t.items.c.story_id == t.stories.c.id)
+                    )
+                )
+            ).scalar_one()
+            if bad_rep:
+                problems.append(f"{bad_rep} stories whose representative is not one of their items")
+        return problems
+
+
+def _story_keys(item: Item) -> list[str]:
+    keys = []
+    if item.url:
+        keys.append("url:" + item.url[:590])
+    if item.content_hash:
+        keys.append("hash:" + item.content_hash)
+    return keys
+
+
+def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _state(row: Any, items_total: int, items_24h: int) -> SourceState:
+    return SourceState(
+        id=row.id,
+        url=row.url,
+        effective_url=row.effective_url,
+        name=row.name,
+        enabled=bool(row.enabled),
+        etag=row.etag,
+        last_modified=row.last_modified,
+        next_poll_at=row.next_poll_at,
+        last_polled_at=row.last_polled_at,
+        last_success_at=row.last_success_at,
+        last_status=row.last_status,
+        last_error_kind=row.last_error_kind,
+        last_error=row.last_error,
+        consecutive_errors=int(row.consecutive_errors or 0),
+        disabled_reason=row.disabled_reason,
+        items_total=int(items_total),
+        items_24h=int(items_24h),
+    )
+
+
+def enclosures_from_json(value: str) -> tuple[Enclosure, ...]:
+    return tuple(Enclosure(u, ty, ln) for u, ty, ln in json.loads(value or "[]"))

@@ -1,0 +1,184 @@
+"""Shared fixtures: real stores (SQLite, and PostgreSQL when configured) and a loopback
+feed server with ETag support that records what it was asked."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+DATA = Path(__file__).parent / "data"
+PG_ENV = "AGGREGATOR_TEST_POSTGRES_URL"
+
+
+def _reset_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL for a fresh, empty store, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.db"
+    url = os.environ.get(PG_ENV, "")
+    if not url:
+        pytest.skip(f"PostgreSQL not configured: set {PG_ENV} to run this case")
+    _reset_postgres(url)
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/store.db"
+
+
+@dataclass
+class Resource:
+    body: bytes
+    content_type: str = "application/rss+xml; charset=utf-8"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+class FeedServer:
+    """A threaded HTTP server on 127.0.0.1 serving in-memory resources.
+
+    Answers ``If-None-Match`` with 304 when the body's ETag matches, gzips when asked,
+    and records every request (for "the server saw a conditional GET").
+    """
+
+    def __init__(self) -> None:
+        self.resources: dict[str, Resource] = {}
+        self.requests: list[Request] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with server.lock:
+                    server.requests.append(Request("GET", self.path, headers))
+                    resource = server.resources.get(self.path.split("?")[0])
+                if resource is None:
+                    self._send(404, b"not found", {"Content-Type": "text/plain"})
+                    return
+                etag = '"' + hashlib.sha1(resource.body).hexdigest()[:16] + '"'
+                out_headers = {"Content-Type": resource.content_type, "ETag": etag}
+                out_headers.update(resource.headers)
+                if resource.status == 200 and headers.get("if-none-match") == etag:
+                    self._send(304, b"", out_headers)
+                    return
+                body = resource.body
+                if "gzip" in headers.get("accept-encoding", "") and resource.status == 200:
+                    body = gzip.compress(body)
+                    out_headers["Content-Encoding"] = "gzip"
+                self._send(resource.status, body, out_headers)
+
+            def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def add(self, path: str, body: bytes | str, **kwargs: Any) -> str:
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        self.resources[path] = Resource(body, **kwargs)
+        return self.url(path)
+
+    def hits(self, path: str) -> list[Request]:
+        with self.lock:
+            return [r for r in self.requests if r.path.split("?")[0] == path]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    server = FeedServer()
+    yield server
+    server.close()
+
+
+def write_config(
+    directory: Path,
+    *,
+    sources: list[dict[str, Any]],
+    topics: list[dict[str, Any]] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Path:
+    """Write a config directory (the three YAML files) and return it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "aggregator.yaml").write_text(
+        yaml.safe_dump(settings or {}, allow_unicode=True), encoding="utf-8"
+    )
+    (directory / "sources.yaml").write_text(
+        yaml.safe_dump({"sources": sources}, allow_unicode=True, sort_keys=False),
+        encoding="utf-8",
+    )
+    (directory / "topics.yaml").write_text(
+        yaml.safe_dump({"topics": topics or []}, allow_unicode=True, sort_keys=False),
+        encoding="utf-8",
+    )
+    return directory
+
+
+CIS_SECURITY = {
+    "id": "cis-security",
+    "title": "CIS security",
+    "subtitle": "CSTO, CIS and Security Council news from regional agencies",
+    "match": {
+        "any": [
+            "CSTO",
+            "ОДКБ",
+            "Collective Security Treaty",
+            "CIS",
+            "СНГ",
+            "Security Council",
+            "совет безопасности",
+        ],
+        "none": ["football", "футбол"],
+    },
+    "limit": 50,
+}
