@@ -31,8 +31,18 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the structured fields a record carries."""
 
-    FIELDS = ("event", "source", "status", "outcome", "new", "updated", "duplicate",
-              "unchanged", "ms", "error_class")
+    FIELDS = (
+        "event",
+        "source",
+        "status",
+        "outcome",
+        "new",
+        "updated",
+        "duplicate",
+        "unchanged",
+        "ms",
+        "error_class",
+    )
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -283,7 +293,15 @@ def cmd_topics_explain(args: argparse.Namespace) -> int:
 
     store = open_store(config)
     try:
-        explain_topic(store, config, topic, limit=args.limit, near=args.near, out=sys.stdout)
+        explain_topic(
+            store,
+            config,
+            topic,
+            limit=args.limit,
+            near=args.near,
+            out=sys.stdout,
+            now=datetime.now(UTC),
+        )
     finally:
         store.close()
     return EXIT_OK

@@ -261,9 +261,11 @@ class Daemon:
                     limit=5000,
                 )
                 if due:
-                    lag = max(
-                        (now - s.next_poll_at).total_seconds() for s in due if s.next_poll_at
-                    ) if any(s.next_poll_at for s in due) else 0.0
+                    lag = (
+                        max((now - s.next_poll_at).total_seconds() for s in due if s.next_poll_at)
+                        if any(s.next_poll_at for s in due)
+                        else 0.0
+                    )
                     metrics.SCHEDULER_LAG.set(max(0.0, lag))
                     self.poller.poll_states(due)
                     self.state.refresh_versions()
@@ -287,12 +289,10 @@ class Daemon:
     def watchdog(self) -> None:
         """Ping systemd only while the store answers and the scheduler is ticking."""
         beat = self.state.scheduler_heartbeat
-        if self.options.role in ("all", "worker") and (
-            beat is None or time.monotonic() - beat > self.state.scheduler_stall_after
-        ):
-            if beat is not None:
-                log.warning("scheduler stalled: not pinging the watchdog")
-                return
+        stalled = beat is not None and time.monotonic() - beat > self.state.scheduler_stall_after
+        if self.options.role in ("all", "worker") and stalled:
+            log.warning("scheduler stalled: not pinging the watchdog")
+            return
         try:
             self.store.ping()
         except StoreError as e:
@@ -336,6 +336,7 @@ class Daemon:
         return True
 
     def _on_report(self, report: PollReport) -> None:
+        self.state.scheduler_heartbeat = time.monotonic()  # a long round is still progress
         metrics.POLLS.labels(report.source_id, report.outcome).inc()
         metrics.FETCH_SECONDS.observe(report.ms / 1000)
         metrics.ITEMS.labels("new").inc(report.counts.new)

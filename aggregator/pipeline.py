@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,8 +35,8 @@ from aggregator.store import IngestEntry, Store
 from aggregator.types import (
     Config,
     ErrorKind,
-    FetchRequest,
     Fetched,
+    FetchRequest,
     IngestCounts,
     NormalizeOptions,
     NotModified,
@@ -67,7 +67,7 @@ class PollReport:
     source_id: str
     outcome: str  # "ok" | "not_modified" | "error" | "skipped"
     status: int | None = None
-    counts: IngestCounts = IngestCounts()
+    counts: IngestCounts = field(default_factory=IngestCounts)
     error_kind: str | None = None
     error: str | None = None
     ms: int = 0
@@ -110,6 +110,7 @@ class Poller:
         self._last_item_id = 0
         self._index_lock = threading.Lock()
         self.listeners: list[Callable[[PollReport], None]] = []
+        self.stopping = False  # set on shutdown: sources not yet started are left for later
         self.set_config(config)
 
     def set_config(self, config: Config) -> None:
@@ -218,6 +219,9 @@ class Poller:
         source = self.sources.get(state.id)
         if source is None:
             return PollReport(state.id, "skipped", error="not in the config any more")
+        if self.stopping:
+            self.store.release(self.owner, [state.id])
+            return PollReport(state.id, "skipped", error="shutting down")
         try:
             with limit:
                 prepared = self._prepare(source, state)
@@ -272,8 +276,9 @@ class Poller:
         try:
             response = fetch_stage.fetch(request, self.session, resolve=self.resolve)
         except FetchError as e:
-            return self._failed(source, state, e.kind, e.message, e.status, e.retry_after,
-                                e.permanent_url, started)
+            return self._failed(
+                source, state, e.kind, e.message, e.status, e.retry_after, e.permanent_url, started
+            )
         now = self.clock()
         ms = int((time.monotonic() - started) * 1000)
         if isinstance(response, NotModified):
@@ -301,8 +306,16 @@ class Poller:
         try:
             feed = parse.parse_feed(response.content, url=response.url, headers=response.headers)
         except ParseError as e:
-            return self._failed(source, state, e.kind, e.message, response.status, None,
-                                response.permanent_url, started)
+            return self._failed(
+                source,
+                state,
+                e.kind,
+                e.message,
+                response.status,
+                None,
+                response.permanent_url,
+                started,
+            )
         entries = self._entries(source, feed, response.url, now)
         next_poll = schedule.next_poll_after_success(
             now,
@@ -345,9 +358,7 @@ class Poller:
             if item is None or item.guid in seen:
                 continue  # a feed listing one GUID twice stores it once
             seen.add(item.guid)
-            hits = self.match_topics(
-                source, item.title, item.summary, item.content, item.language
-            )
+            hits = self.match_topics(source, item.title, item.summary, item.content, item.language)
             f = story_features(item)
             entries.append(IngestEntry(item, hits, f.to_bytes(), f))
         return tuple(entries)

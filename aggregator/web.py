@@ -7,6 +7,7 @@ cached 200 or a 304 costs no database query.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import html
 import json
@@ -93,10 +94,9 @@ def _not_modified(request: Request, etag: str, updated: datetime) -> bool:
 def create_app(state: AppState, *, refresh_interval: float = 1.0) -> Starlette:
     def current_version(topic_id: str) -> int:
         if time.monotonic() - state.versions_checked > refresh_interval:
-            try:
+            # On a store error serve what we have; /healthz reports the store.
+            with contextlib.suppress(StoreError):
                 state.refresh_versions()
-            except StoreError:
-                pass  # serve what we have; /healthz reports the store
         v = state.versions.get(topic_id)
         return v.version if v else 0
 
@@ -327,7 +327,7 @@ def render_status_html(states: list[SourceState], reload_error: str | None) -> b
         )
         rows.append(
             f'<tr class="{"failing" if failing else "ok"}" data-source="{esc(s.id)}">'
-            f"<td>{esc(s.name or s.id)}<div class=\"id\">{esc(s.id)}</div></td>"
+            f'<td>{esc(s.name or s.id)}<div class="id">{esc(s.id)}</div></td>'
             f'<td><a href="{url}">{url}</a>{redirect}</td>'
             f"<td>{esc(_fmt_time(s.last_polled_at))}</td>"
             f'<td class="result">{esc(describe(s))}</td>'

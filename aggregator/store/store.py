@@ -111,6 +111,7 @@ class MatchRow:
     summary: str
     content: str
     language: str | None
+    published: datetime  # the story's
 
 
 @dataclass
@@ -808,14 +809,30 @@ class Store:
         """Every item of the stories in the window, to recompute topic membership."""
         ic = t.items.c
         query = (
-            select(ic.story_id, ic.source_id, ic.title, ic.summary, ic.content, ic.language)
+            select(
+                ic.story_id,
+                ic.source_id,
+                ic.title,
+                ic.summary,
+                ic.content,
+                ic.language,
+                t.stories.c.published_at,
+            )
             .join(t.stories, t.stories.c.id == ic.story_id)
             .where(t.stories.c.published_at >= published_after)
             .order_by(ic.story_id, ic.id)
         )
         with self._read() as conn:
             for r in conn.execute(query):
-                yield MatchRow(r.story_id, r.source_id, r.title, r.summary, r.content, r.language)
+                yield MatchRow(
+                    r.story_id,
+                    r.source_id,
+                    r.title,
+                    r.summary,
+                    r.content,
+                    r.language,
+                    r.published_at,
+                )
 
     def replace_membership(
         self,
