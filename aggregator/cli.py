@@ -160,7 +160,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
         states = store.claim_due(
             now,
             owner=poller.owner,
-            lease_seconds=poller._lease_seconds(),
+            lease_seconds=poller.lease_seconds(),
             limit=len(wanted) or 1,
             only=wanted,
             force=True,

@@ -257,7 +257,7 @@ class Daemon:
                 due = self.store.claim_due(
                     now,
                     owner=self.poller.owner,
-                    lease_seconds=self.poller._lease_seconds(),
+                    lease_seconds=self.poller.lease_seconds(),
                     limit=5000,
                 )
                 if due:

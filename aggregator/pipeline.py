@@ -160,7 +160,7 @@ class Poller:
     def poll_due(self, now: datetime | None = None) -> list[PollReport]:
         now = now or self.clock()
         states = self.store.claim_due(
-            now, owner=self.owner, lease_seconds=self._lease_seconds(), limit=5000
+            now, owner=self.owner, lease_seconds=self.lease_seconds(), limit=5000
         )
         return self.poll_states(states)
 
@@ -171,14 +171,14 @@ class Poller:
         states = self.store.claim_due(
             now,
             owner=self.owner,
-            lease_seconds=self._lease_seconds(),
+            lease_seconds=self.lease_seconds(),
             limit=len(only) or 1,
             only=only,
             force=True,
         )
         return self.poll_states(states)
 
-    def _lease_seconds(self) -> float:
+    def lease_seconds(self) -> float:
         longest = max((s.timeout for s in self.config.sources), default=20.0)
         return max(60.0, 3 * longest)
 
@@ -203,16 +203,23 @@ class Poller:
 
         reports: list[PollReport] = []
         workers = max(1, min(settings.concurrency, len(states)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
-            futures = [
-                pool.submit(self._poll_one, state, host_limit(state.effective_url))
-                for state in _interleave_hosts(states)
-            ]
-            for future in as_completed(futures):
-                report = future.result()
-                reports.append(report)
-                for listener in (*self.listeners, *([progress] if progress else [])):
-                    listener(report)
+        pending = {s.id for s in states}
+        heartbeat = _LeaseHeartbeat(self, pending)
+        heartbeat.start()
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
+                futures = [
+                    pool.submit(self._poll_one, state, host_limit(state.effective_url))
+                    for state in _interleave_hosts(states)
+                ]
+                for future in as_completed(futures):
+                    report = future.result()
+                    heartbeat.done(report.source_id)
+                    reports.append(report)
+                    for listener in (*self.listeners, *([progress] if progress else [])):
+                        listener(report)
+        finally:
+            heartbeat.stop()
         return sorted(reports, key=lambda r: r.source_id)
 
     def _poll_one(self, state: SourceState, limit: threading.Semaphore) -> PollReport:
@@ -447,6 +454,35 @@ class Poller:
         return self.store.replace_membership(
             [t.id for t in self.config.topics], members, published_after=since, now=now
         )
+
+
+class _LeaseHeartbeat(threading.Thread):
+    """Extends the leases of sources still being polled, so a slow round keeps them."""
+
+    def __init__(self, poller: Poller, pending: set[str]) -> None:
+        super().__init__(name="lease-heartbeat", daemon=True)
+        self.poller = poller
+        self.pending = pending
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def done(self, source_id: str) -> None:
+        with self.lock:
+            self.pending.discard(source_id)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def run(self) -> None:
+        lease = self.poller.lease_seconds()
+        while not self.stopped.wait(lease / 3):
+            with self.lock:
+                ids = list(self.pending)
+            until = self.poller.clock() + timedelta(seconds=lease)
+            try:
+                self.poller.store.extend_leases(self.poller.owner, ids, until)
+            except StoreError as e:
+                log.warning("could not extend leases: %s", e)
 
 
 def _interleave_hosts(states: Sequence[SourceState]) -> list[SourceState]:

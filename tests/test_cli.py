@@ -71,7 +71,7 @@ def test_duplicate_id_and_bad_duration(config_copy: Path, tmp_path: Path) -> Non
     sources.write_text(text)
     result = run("poll", "--config", str(config_copy))
     assert result.returncode == 2
-    dup_line = [n for n, l in enumerate(text.splitlines(), 1) if "id: tass-en" in l][1]
+    dup_line = [n for n, line in enumerate(text.splitlines(), 1) if "id: tass-en" in line][1]
     bad_line = _line_of(sources, "10 minutes")
     assert f"sources.yaml:{dup_line}:" in result.stderr and "duplicate source id" in result.stderr
     assert f"sources.yaml:{bad_line}:" in result.stderr and "bad duration" in result.stderr
