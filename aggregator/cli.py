@@ -110,7 +110,8 @@ def _fmt_time(value: datetime | None, now: datetime) -> str:
     return f"{when}{span}{ago}"
 
 
-def print_table(rows: Sequence[Sequence[str]], out: TextIO = sys.stdout) -> None:
+def print_table(rows: Sequence[Sequence[str]], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
         out.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

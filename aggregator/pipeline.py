@@ -439,15 +439,15 @@ class Poller:
         now = now or self.clock()
         since = now - timedelta(days=self.config.settings.retention_days)
         members: dict[str, dict[int, tuple[str, ...]]] = {t.id: {} for t in self.config.topics}
-        prepared_cache: dict[int, list[TopicHit]] = {}
+        story_hits: dict[int, list[TopicHit]] = {}
         for row in self.store.match_rows(since):
             source = self.sources.get(row.source_id) or Source(
                 id=row.source_id, url="http://invalid/", name=row.source_id
             )
             hits = self.match_topics(source, row.title, row.summary, row.content, row.language)
-            prepared_cache.setdefault(row.story_id, []).extend(hits)
-        for story_id, hits in prepared_cache.items():
-            for hit in hits:
+            story_hits.setdefault(row.story_id, []).extend(hits)
+        for story_id, all_hits in story_hits.items():
+            for hit in all_hits:
                 terms = members[hit.topic_id].get(story_id, ())
                 merged = terms + tuple(term for term in hit.terms if term not in terms)
                 members[hit.topic_id][story_id] = merged
