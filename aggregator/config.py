@@ -311,6 +311,11 @@ class _RetentionModel(_Model):
     days: Count = _SETTINGS.retention_days
 
 
+class _SchedulerModel(_Model):
+    tick: Duration = _SETTINGS.tick
+    lease: Duration = _SETTINGS.lease
+
+
 class _SettingsFile(_Model):
     database: Text = _SETTINGS.database
     listen: Annotated[str, AfterValidator(_listen)] = _SETTINGS.listen
@@ -321,6 +326,7 @@ class _SettingsFile(_Model):
     concurrency: Count = _SETTINGS.concurrency
     per_host: Count = _SETTINGS.per_host
     tracking_params: list[Text] = Field(default_factory=list)
+    scheduler: _SchedulerModel = Field(default_factory=_SchedulerModel)
 
 
 class _SourceModel(_Model):
@@ -652,6 +658,8 @@ def _settings(model: _SettingsFile, env: Mapping[str, str]) -> Settings:
         concurrency=model.concurrency,
         per_host=model.per_host,
         tracking_params=tuple(model.tracking_params),
+        tick=model.scheduler.tick,
+        lease=model.scheduler.lease,
     )
 
 

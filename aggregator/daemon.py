@@ -81,7 +81,7 @@ def _config_stamp(directory: str) -> tuple[tuple[str, float, int], ...]:
 @dataclass
 class DaemonOptions:
     role: str = "all"  # all | worker | web
-    tick_seconds: float = 5.0  # how often due sources are looked for
+    tick_seconds: float | None = None  # how often due sources are looked for (config: tick)
     config_check_seconds: float = 3.0
     shutdown_grace: float = 30.0
     listen: str | None = None  # overrides the config's listen
@@ -210,7 +210,7 @@ class Daemon:
             self.scheduler.add_job(
                 self.poll_round,
                 "interval",
-                seconds=self.options.tick_seconds,
+                seconds=self.options.tick_seconds or self.config.settings.tick,
                 id="poll",
                 max_instances=1,
                 coalesce=True,

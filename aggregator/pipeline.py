@@ -179,8 +179,8 @@ class Poller:
         return self.poll_states(states)
 
     def lease_seconds(self) -> float:
-        longest = max((s.timeout for s in self.config.sources), default=20.0)
-        return max(60.0, 3 * longest)
+        """How long a claimed source stays ours; the heartbeat renews it during long polls."""
+        return self.config.settings.lease
 
     def poll_states(
         self,

@@ -33,6 +33,8 @@ class Settings:
     concurrency: int = 16  # parallel fetches
     per_host: int = 2  # parallel fetches to one host
     tracking_params: tuple[str, ...] = ()  # extra query parameters to drop from URLs
+    tick: float = 5.0  # how often the scheduler looks for due sources, seconds
+    lease: float = 60.0  # how long a worker owns a claimed source without a heartbeat
 
 
 @dataclass(frozen=True)
