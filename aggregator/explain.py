@@ -7,7 +7,7 @@ rule before deploying it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TextIO
 
@@ -53,6 +53,10 @@ def explain_stories(store: Store, config: Config, topic: Topic, *, now: datetime
         current = best.get(row.story_id)
         if current is None or (matched and not current.matched):
             best[row.story_id] = verdict
+        elif matched == current.matched:
+            # Another copy of the same story: report the terms any copy matched.
+            merged = current.terms + tuple(t for t in verdict.terms if t not in current.terms)
+            best[row.story_id] = replace(current, terms=merged)
     return sorted(best.values(), key=lambda v: (v.published, v.story_id), reverse=True)
 
 
@@ -81,5 +85,5 @@ def explain_topic(
         for v in misses:
             out.write(
                 f"NEAR   {v.published:%Y-%m-%d %H:%M}  [{v.source_id}] {v.title}\n"
-                f"       matched: {', '.join(v.terms)}; excluded: {v.reason}\n"
+                f"       matched: {', '.join(v.terms)}; {v.reason}\n"
             )
