@@ -55,7 +55,7 @@ class AppState:
     reload_error: str | None = None
     versions: dict[str, TopicVersion] = field(default_factory=dict)
     cache: dict[tuple[str, str, int], CachedFeed] = field(default_factory=dict)
-    versions_checked: float = 0.0
+    versions_checked: float = float("-inf")  # never: the first request reads them
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def refresh_versions(self) -> None:

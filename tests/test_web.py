@@ -231,3 +231,32 @@ def test_health_turns_503_when_the_store_is_gone(tmp_path: Path) -> None:
         response = client.get("/healthz")
         assert response.status_code == 503 and response.json()["store"] is False
     store.close()
+
+
+def test_cached_feed_and_304_cost_no_database_query(app_state: AppState) -> None:
+    from sqlalchemy import event
+
+    queries: list[str] = []
+
+    def count(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        queries.append(statement)
+
+    engines = {app_state.store._engine, app_state.store._read_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", count)
+    try:
+        with serve_app(create_app(app_state, refresh_interval=3600)) as base:
+            client = Client(base)
+            first = client.get("/topics/cis.atom")
+            assert first.status_code == 200 and queries  # the first render reads the store
+            queries.clear()
+            again = client.get("/topics/cis.atom")
+            not_modified = client.get(
+                "/topics/cis.atom", headers={"If-None-Match": first.headers["etag"]}
+            )
+            assert again.status_code == 200 and again.content == first.content
+            assert not_modified.status_code == 304
+            assert queries == [], queries
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", count)
