@@ -12,12 +12,26 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from aggregator.store import IngestEntry, Store
+from aggregator.types import (
+    Config,
+    Item,
+    PollOutcome,
+    Settings,
+    Source,
+    Topic,
+    TopicHit,
+    TopicMatch,
+)
+from aggregator.web import AppState
 
 DATA = Path(__file__).parent / "data"
 PG_ENV = "AGGREGATOR_TEST_POSTGRES_URL"
@@ -207,3 +221,60 @@ CIS_SECURITY = {
     },
     "limit": 50,
 }
+
+
+# ----------------------------------------------------------------------------- web
+
+WEB_NOW = datetime(2026, 11, 16, 12, 0, tzinfo=UTC)
+
+
+def make_web_config(db: str) -> Config:
+    return Config(
+        settings=Settings(database=db, base_url="http://feeds.example.org/"),
+        sources=(
+            Source("belta", "http://belta.example/rss", "BELTA", interval=600, priority=10),
+            Source("tass", "http://tass.example/rss", "TASS", interval=300),
+        ),
+        topics=(
+            Topic("cis", "CIS security", "CSTO and CIS", TopicMatch(any=("CIS",)), limit=50),
+            Topic("empty", "Nothing yet", match=TopicMatch(any=("zzz",))),
+        ),
+    )
+
+
+@pytest.fixture
+def app_state(store_url: str) -> Iterator[AppState]:
+    """A web app state on a store holding 120 stories of topic 'cis' (and an empty topic)."""
+    store = Store(store_url)
+    store.upgrade()
+    config = make_web_config(store_url)
+    store.sync_sources(config.sources, WEB_NOW)
+    entries = []
+    for n in range(120):
+        when = WEB_NOW - timedelta(minutes=n)
+        entries.append(
+            IngestEntry(
+                Item(
+                    source_id="belta",
+                    guid=f"g{n}",
+                    url=f"https://belta.example/news/{n}",
+                    link=f"https://belta.example/news/{n}",
+                    title=f"CIS story {n}",
+                    summary=f"Summary {n}",
+                    content=f"<p>Body {n}</p>",
+                    published=when,
+                    updated=when,
+                    language="en",
+                    content_hash=f"h{n}",
+                ),
+                (TopicHit("cis", ("CIS",)),),
+            )
+        )
+    store.ingest(
+        PollOutcome("belta", WEB_NOW, WEB_NOW + timedelta(minutes=10), status=200),
+        entries,
+        now=WEB_NOW,
+    )
+    state = AppState(config=config, store=store, role="web")
+    yield state
+    store.close()

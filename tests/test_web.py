@@ -4,78 +4,23 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import feedparser
 import pytest
 import requests
-from conftest import serve_app
+from conftest import WEB_NOW as NOW
+from conftest import make_web_config, serve_app
 from lxml import etree
 
 from aggregator.store import IngestEntry, Store
 from aggregator.types import (
-    Config,
     Item,
     PollOutcome,
-    Settings,
-    Source,
-    Topic,
     TopicHit,
-    TopicMatch,
 )
 from aggregator.web import AppState, create_app
-
-NOW = datetime(2026, 11, 16, 12, 0, tzinfo=UTC)
-
-
-def make_config(db: str) -> Config:
-    return Config(
-        settings=Settings(database=db, base_url="http://feeds.example.org/"),
-        sources=(
-            Source("belta", "http://belta.example/rss", "BELTA", interval=600, priority=10),
-            Source("tass", "http://tass.example/rss", "TASS", interval=300),
-        ),
-        topics=(
-            Topic("cis", "CIS security", "CSTO and CIS", TopicMatch(any=("CIS",)), limit=50),
-            Topic("empty", "Nothing yet", match=TopicMatch(any=("zzz",))),
-        ),
-    )
-
-
-@pytest.fixture
-def app_state(store_url: str) -> AppState:
-    store = Store(store_url)
-    store.upgrade()
-    config = make_config(store_url)
-    store.sync_sources(config.sources, NOW)
-    entries = []
-    for n in range(120):
-        when = NOW - timedelta(minutes=n)
-        entries.append(
-            IngestEntry(
-                Item(
-                    source_id="belta",
-                    guid=f"g{n}",
-                    url=f"https://belta.example/news/{n}",
-                    link=f"https://belta.example/news/{n}",
-                    title=f"CIS story {n}",
-                    summary=f"Summary {n}",
-                    content=f"<p>Body {n}</p>",
-                    published=when,
-                    updated=when,
-                    language="en",
-                    content_hash=f"h{n}",
-                ),
-                (TopicHit("cis", ("CIS",)),),
-            )
-        )
-    store.ingest(
-        PollOutcome("belta", NOW, NOW + timedelta(minutes=10), status=200), entries, now=NOW
-    )
-    state = AppState(config=config, store=store, role="web")
-    yield state
-    store.close()
 
 
 class Client:
@@ -220,7 +165,7 @@ def test_health_turns_503_when_the_store_is_gone(tmp_path: Path) -> None:
     db = tmp_path / "gone.db"
     store = Store(f"sqlite:///{db}")
     store.upgrade()
-    state = AppState(config=make_config(f"sqlite:///{db}"), store=store, role="web")
+    state = AppState(config=make_web_config(f"sqlite:///{db}"), store=store, role="web")
     with serve_app(create_app(state)) as base:
         client = Client(base)
         assert client.get("/healthz").status_code == 200
