@@ -98,17 +98,19 @@ class Poller:
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
         resolve: Callable[[str, int], list[str]] | None = None,
+        public_addresses: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
         self.owner = owner or default_owner()
         self.clock = clock
         self.rng = rng or random.Random()
         self.resolve = resolve
+        self.public_addresses = public_addresses  # fetch's test hook: addresses taken as public
         self.session = fetch_stage.make_session()
         self._index: Any = None
         self._indexed: set[int] = set()
         self._last_item_id = 0
-        self._index_lock = threading.Lock()
+        self._index_lock = threading.RLock()
         self.listeners: list[Callable[[PollReport], None]] = []
         self.stopping = False  # set on shutdown: sources not yet started are left for later
         self.set_config(config)
@@ -232,13 +234,16 @@ class Poller:
         try:
             with limit:
                 prepared = self._prepare(source, state)
-            result = self.store.ingest(
-                prepared.outcome,
-                prepared.entries,
-                finder=self._locked_index(),
-                owner=self.owner,
-                now=self.clock(),
-            )
+            # Ingest and index together: a copy ingested by the next thread must see this one.
+            with self._index_lock:
+                result = self.store.ingest(
+                    prepared.outcome,
+                    prepared.entries,
+                    finder=self._locked_index(),
+                    owner=self.owner,
+                    now=self.clock(),
+                )
+                self._mark_indexed(result.added)
         except StoreError as e:
             log.error("store error while polling source=%s: %s", state.id, e)
             return PollReport(state.id, "error", error_kind="store", error=str(e))
@@ -247,15 +252,14 @@ class Poller:
             return PollReport(state.id, "error", error_kind=ErrorKind.INTERNAL, error=repr(e))
         if result.lost_lease:
             return PollReport(state.id, "skipped", error="lease taken over by another worker")
-        with self._index_lock:
-            index = self.index
-            for item_id, uid, features in result.added:
-                if features is not None and item_id not in self._indexed:
-                    index.add(uid, features)
-                    self._indexed.add(item_id)
         report = replace(prepared.report, counts=result.counts)
         _log_report(report)
         return report
+
+    def _mark_indexed(self, added: Sequence[tuple[int, str, Any]]) -> None:
+        # The store added each new item to the index as it inserted it (see _Finder.add).
+        with self._index_lock:
+            self._indexed.update(item_id for item_id, _uid, _f in added)
 
     def _locked_index(self) -> Any:
         poller = self
@@ -264,6 +268,10 @@ class Poller:
             def find(self, f: Any) -> Any:
                 with poller._index_lock:
                     return poller.index.find(f)
+
+            def add(self, story_key: str, f: Any) -> None:
+                with poller._index_lock:
+                    poller.index.add(story_key, f)
 
         return _Finder()
 
@@ -281,7 +289,12 @@ class Poller:
             allow_private=source.allow_private,
         )
         try:
-            response = fetch_stage.fetch(request, self.session, resolve=self.resolve)
+            response = fetch_stage.fetch(
+                request,
+                self.session,
+                resolve=self.resolve,
+                public_addresses=self.public_addresses,
+            )
         except FetchError as e:
             return self._failed(
                 source, state, e.kind, e.message, e.status, e.retry_after, e.permanent_url, started
