@@ -70,6 +70,8 @@ class StoryFinder(Protocol):
 
     def find(self, f: Any, /) -> StoryMatchLike | None: ...
 
+    def add(self, story_key: str, f: Any, /) -> None: ...
+
 
 @dataclass(frozen=True)
 class IngestEntry:
@@ -525,6 +527,10 @@ class Store:
         self._touch_story(conn, story_id, now, pending)
         uid = conn.execute(select(t.stories.c.uid).where(t.stories.c.id == story_id)).scalar_one()
         added.append((item_id, uid, entry.story_features))
+        if finder is not None and entry.story_features is not None:
+            # Visible at once to the next item of this batch: an agency's follow-up of its
+            # own story then joins it (a rolled-back add only points at a missing story).
+            finder.add(uid, entry.story_features)
         return IngestCounts(new=1) if created else IngestCounts(duplicate=1)
 
     def _story_by_keys(self, conn: Connection, keys: Sequence[str]) -> int | None:
