@@ -157,15 +157,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
         store.sync_sources(config.sources, now)
         poller = Poller(config, store)
         poller.recompute_topics(now)
-        wanted = args.sources or [s.id for s in config.sources if s.enabled]
-        states = store.claim_due(
-            now,
-            owner=poller.owner,
-            lease_seconds=poller.lease_seconds(),
-            limit=len(wanted) or 1,
-            only=wanted,
-            force=True,
-        )
+        states = poller.claim_now(args.sources)
         progress = _Progress(len(states)) if sys.stderr.isatty() and not args.quiet else None
         reports = poller.poll_states(states, progress=progress.step if progress else None)
         if progress:

@@ -168,17 +168,19 @@ class Poller:
 
     def poll_now(self, source_ids: Sequence[str] | None = None) -> list[PollReport]:
         """Poll the named (or all enabled) sources now, due or not."""
-        now = self.clock()
+        return self.poll_states(self.claim_now(source_ids))
+
+    def claim_now(self, source_ids: Sequence[str] | None = None) -> list[SourceState]:
+        """Lease the named (or all enabled) sources for polling now, due or not."""
         only = list(source_ids) if source_ids else [s.id for s in self.config.sources if s.enabled]
-        states = self.store.claim_due(
-            now,
+        return self.store.claim_due(
+            self.clock(),
             owner=self.owner,
             lease_seconds=self.lease_seconds(),
             limit=len(only) or 1,
             only=only,
             force=True,
         )
-        return self.poll_states(states)
 
     def lease_seconds(self) -> float:
         """How long a claimed source stays ours; the heartbeat renews it during long polls."""
