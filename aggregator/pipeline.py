@@ -251,12 +251,25 @@ class Poller:
             return PollReport(state.id, "error", error_kind="store", error=str(e))
         except Exception as e:  # a bug in one source's processing must not stop the others
             log.exception("unexpected error while polling source=%s", state.id)
+            self._record_internal_error(source, state, e)
             return PollReport(state.id, "error", error_kind=ErrorKind.INTERNAL, error=repr(e))
         if result.lost_lease:
             return PollReport(state.id, "skipped", error="lease taken over by another worker")
         report = replace(prepared.report, counts=result.counts)
         _log_report(report)
         return report
+
+    def _record_internal_error(self, source: Source, state: SourceState, error: Exception) -> None:
+        """Store the failure on the source with a backoff: status shows it, and the next tick
+        does not poll the source again at once."""
+        message = f"internal error: {error!r}"
+        failed = self._failed(
+            source, state, ErrorKind.INTERNAL, message, None, None, None, time.monotonic()
+        )
+        try:
+            self.store.ingest(failed.outcome, (), owner=self.owner, now=self.clock())
+        except Exception as e:  # the store may be what failed; the lease then runs out
+            log.error("could not record the failure of source=%s: %s", state.id, e)
 
     def _mark_indexed(self, added: Sequence[tuple[int, str, Any]]) -> None:
         # The store added each new item to the index as it inserted it (see _Finder.add).
@@ -267,9 +280,13 @@ class Poller:
         poller = self
 
         class _Finder:
-            def find(self, f: Any) -> Any:
+            def find_all(self, f: Any) -> Any:
                 with poller._index_lock:
-                    return poller.index.find(f)
+                    return poller.index.find_all(f)
+
+            def merge(self, from_key: str, into_key: str) -> Any:
+                with poller._index_lock:
+                    return poller.index.merge(from_key, into_key)
 
             def add(self, story_key: str, f: Any) -> None:
                 with poller._index_lock:
@@ -296,6 +313,7 @@ class Poller:
                 self.session,
                 resolve=self.resolve,
                 public_addresses=self.public_addresses,
+                configured_url=state.url,
             )
         except FetchError as e:
             return self._failed(

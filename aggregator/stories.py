@@ -32,7 +32,7 @@ import json
 import re
 import struct
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -813,12 +813,59 @@ class StoryIndex:
                 by_anchor |= posting
         return self._find_near(f, by_anchor) or self._find_cross(f, by_anchor)
 
+    def find_all(self, f: StoryFeatures) -> list[StoryMatch]:
+        """Every story ``f`` qualifies for, best first (one match per story).
+
+        More than one means ``f`` bridges stories that are one: an agency's copy that
+        arrived before the copies linking them (see :meth:`merge`).
+        """
+        first = self.find(f)
+        if first is None:
+            return []
+        if first.reason in ("url", "hash"):
+            return [first]
+        by_anchor: set[int] = set()
+        for a in _posting_keys(f):
+            posting = self._by_anchor.get(a)
+            if posting and len(posting) <= self.max_posting:
+                by_anchor |= posting
+        found: dict[str, StoryMatch] = {}
+        for score, i in self._near_candidates(f, by_anchor):
+            key = self._entries[i].story_key
+            if key not in found or found[key].score < score:
+                found[key] = StoryMatch(key, "near", round(score, 4))
+        for score, i in self._cross_candidates(f, by_anchor):
+            key = self._entries[i].story_key
+            if key not in found:
+                found[key] = StoryMatch(key, "cross", round(min(score, 1.0), 4))
+        found.pop(first.story_key, None)
+        return [first, *sorted(found.values(), key=lambda m: (-m.score, m.story_key))]
+
+    def merge(self, from_key: str, into_key: str) -> int:
+        """Re-file the entries of story ``from_key`` under ``into_key``; how many moved."""
+        moved = 0
+        for e in self._entries.values():
+            if e.story_key == from_key:
+                e.story_key = into_key
+                moved += 1
+        return moved
+
     def _find_near(self, f: StoryFeatures, by_anchor: set[int]) -> StoryMatch | None:
-        if f.tokens < MIN_TOKENS or len(f.signature) != 4 * NUM_PERM:
+        best: tuple[float, int] | None = None
+        for score, i in self._near_candidates(f, by_anchor):
+            if best is None or (score, -i) > (best[0], -best[1]):
+                best = (score, i)
+        if best is None:
             return None
+        return StoryMatch(self._entries[best[1]].story_key, "near", round(best[0], 4))
+
+    def _near_candidates(
+        self, f: StoryFeatures, by_anchor: set[int]
+    ) -> Iterator[tuple[float, int]]:
+        if f.tokens < MIN_TOKENS or len(f.signature) != 4 * NUM_PERM:
+            return
         sig = np.frombuffer(f.signature, dtype="<u4")
         sh = np.frombuffer(f.shingles, dtype="<u4")
-        best: tuple[float, int] | None = None
         for i in by_anchor | self._lsh.query(sig):
             e = self._entries[i]
             if e.f.language != f.language or e.f.tokens < MIN_TOKENS:
@@ -836,17 +883,23 @@ class StoryIndex:
                 continue
             if _numbers_conflict(e.f.anchors, f.anchors):
                 continue
+            yield score, i
+
+    def _find_cross(self, f: StoryFeatures, by_anchor: set[int]) -> StoryMatch | None:
+        best: tuple[float, int] | None = None
+        for score, i in self._cross_candidates(f, by_anchor):
             if best is None or (score, -i) > (best[0], -best[1]):
                 best = (score, i)
         if best is None:
             return None
-        return StoryMatch(self._entries[best[1]].story_key, "near", round(best[0], 4))
+        return StoryMatch(self._entries[best[1]].story_key, "cross", round(min(best[0], 1.0), 4))
 
-    def _find_cross(self, f: StoryFeatures, by_anchor: set[int]) -> StoryMatch | None:
+    def _cross_candidates(
+        self, f: StoryFeatures, by_anchor: set[int]
+    ) -> Iterator[tuple[float, int]]:
         if not f.language:
-            return None
+            return
         paired = self._by_url_key.get(f.url_key, set()) if f.url_key else set()
-        best: tuple[float, int] | None = None
         for i in by_anchor | paired:
             e = self._entries[i]
             if not e.f.language or e.f.language == f.language:
@@ -859,11 +912,7 @@ class StoryIndex:
                 score = max(score + 0.25, self.cross_threshold)
             if score < self.cross_threshold:
                 continue
-            if best is None or (score, -i) > (best[0], -best[1]):
-                best = (score, i)
-        if best is None:
-            return None
-        return StoryMatch(self._entries[best[1]].story_key, "cross", round(min(best[0], 1.0), 4))
+            yield score, i
 
     # ------------------------------------------------------------------ add / prune
 

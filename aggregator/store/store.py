@@ -68,9 +68,11 @@ class StoryMatchLike(Protocol):
 class StoryFinder(Protocol):
     """The in-memory near-duplicate index (aggregator.stories.StoryIndex) as the store sees it."""
 
-    def find(self, f: Any, /) -> StoryMatchLike | None: ...
+    def find_all(self, f: Any, /) -> Sequence[StoryMatchLike]: ...
 
     def add(self, story_key: str, f: Any, /) -> None: ...
+
+    def merge(self, from_key: str, into_key: str, /) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -468,12 +470,18 @@ class Store:
 
         keys = _story_keys(item)
         story_id = self._story_by_keys(conn, keys)
+        merge_ids: list[int] = []
         if story_id is None and finder is not None and entry.story_features is not None:
-            match = finder.find(entry.story_features)
-            if match is not None:
-                story_id = conn.execute(
-                    select(t.stories.c.id).where(t.stories.c.uid == match.story_key)
-                ).scalar()
+            matched = [
+                sid
+                for m in finder.find_all(entry.story_features)
+                if (sid := self._story_by_uid(conn, m.story_key)) is not None
+            ]
+            if matched:
+                # A copy that matches several stories shows they are one: the oldest keeps
+                # its id and the others are merged into it below.
+                story_id = min(matched)
+                merge_ids = sorted(set(matched) - {story_id})
         created = story_id is None
         if story_id is None:
             story_id = conn.execute(
@@ -522,6 +530,8 @@ class Store:
             )
             .returning(ic.id)
         ).scalar_one()
+        for loser in merge_ids:
+            self._merge_story(conn, loser, story_id, finder, pending)
         self._choose_representative(conn, story_id)
         self._add_hits(conn, story_id, entry.hits, now, pending)
         self._touch_story(conn, story_id, now, pending)
@@ -532,6 +542,54 @@ class Store:
             # own story then joins it (a rolled-back add only points at a missing story).
             finder.add(uid, entry.story_features)
         return IngestCounts(new=1) if created else IngestCounts(duplicate=1)
+
+    def _story_by_uid(self, conn: Connection, uid: str) -> int | None:
+        """The story with this uid, or the one it was merged into."""
+        found = conn.execute(select(t.stories.c.id).where(t.stories.c.uid == uid)).scalar()
+        if found is None:
+            found = conn.execute(
+                select(t.story_keys.c.story_id).where(t.story_keys.c.key == "alias:" + uid)
+            ).scalar()
+        return None if found is None else int(found)
+
+    def _merge_story(
+        self,
+        conn: Connection,
+        loser: int,
+        survivor: int,
+        finder: StoryFinder | None,
+        pending: _Pending,
+    ) -> None:
+        """Move every copy, key and topic membership of story ``loser`` to ``survivor``."""
+        st, ts = t.stories.c, t.topic_stories.c
+        loser_uid = conn.execute(select(st.uid).where(st.id == loser)).scalar_one()
+        survivor_uid = conn.execute(select(st.uid).where(st.id == survivor)).scalar_one()
+        conn.execute(update(t.items).where(t.items.c.story_id == loser).values(story_id=survivor))
+        conn.execute(
+            update(t.story_keys).where(t.story_keys.c.story_id == loser).values(story_id=survivor)
+        )
+        for row in conn.execute(
+            select(ts.topic_id, ts.terms, ts.added_at).where(ts.story_id == loser)
+        ).all():
+            pending.topics.add(row.topic_id)
+            self._insert_ignore(
+                conn,
+                t.topic_stories,
+                {
+                    "topic_id": row.topic_id,
+                    "story_id": survivor,
+                    "terms": row.terms,
+                    "added_at": row.added_at,
+                },
+                ["topic_id", "story_id"],
+            )
+        conn.execute(delete(t.topic_stories).where(ts.story_id == loser))
+        conn.execute(delete(t.stories).where(st.id == loser))
+        # Other workers' indexes may still name the old uid: keep it as an alias.
+        self._claim_key(conn, "alias:" + loser_uid, survivor)
+        if finder is not None:
+            finder.merge(loser_uid, survivor_uid)
+        log.info("merged story %s into %s", loser_uid, survivor_uid)
 
     def _story_by_keys(self, conn: Connection, keys: Sequence[str]) -> int | None:
         if not keys:
@@ -913,9 +971,12 @@ class Store:
 
     # ------------------------------------------------------------------ retention
 
-    def delete_older_than(self, cutoff: datetime, keep_newest: Mapping[str, int]) -> int:
+    def delete_older_than(
+        self, cutoff: datetime, keep_newest: Mapping[str, int], *, now: datetime | None = None
+    ) -> int:
         """Delete stories (and their items) published before ``cutoff``, except the newest
-        ``keep_newest[topic]`` stories of every topic. Returns the number of stories deleted."""
+        ``keep_newest[topic]`` stories of every topic. Returns the number of stories deleted.
+        With ``now``, the topics that lost stories get a new version (cached pages expire)."""
         st, ts = t.stories.c, t.topic_stories.c
         with self._lock, self._write() as conn:
             keep: set[int] = set()
@@ -935,11 +996,51 @@ class Store:
                 if sid not in keep
             ]
             for chunk in _chunks(old, 500):
+                if now is not None:
+                    touched = conn.execute(
+                        select(ts.topic_id).distinct().where(ts.story_id.in_(chunk))
+                    ).scalars()
+                    self._bump_topics(conn, set(touched), now)
                 conn.execute(delete(t.topic_stories).where(ts.story_id.in_(chunk)))
                 conn.execute(delete(t.story_keys).where(t.story_keys.c.story_id.in_(chunk)))
                 conn.execute(delete(t.items).where(t.items.c.story_id.in_(chunk)))
                 conn.execute(delete(t.stories).where(st.id.in_(chunk)))
         return len(old)
+
+    def optimize(self, *, vacuum_ratio: float = 0.25) -> str:
+        """Refresh the planner's statistics after deletions; say what was done.
+
+        SQLite: ``PRAGMA optimize``, and ``VACUUM`` only when at least ``vacuum_ratio`` of
+        the file is free pages (it rewrites the whole file). PostgreSQL: ``ANALYZE``;
+        autovacuum reclaims the space.
+        """
+        import sqlite3
+
+        try:
+            if not self.is_sqlite:
+                with self._write() as conn:
+                    conn.execute(text("ANALYZE"))
+                return "analyze"
+            with self._lock:
+                # The raw connection is in autocommit mode (see _sqlite_engine): VACUUM cannot
+                # run inside the transaction SQLAlchemy would begin.
+                raw = self._engine.raw_connection()
+                try:
+                    cursor = raw.cursor()
+                    pages = cursor.execute("PRAGMA page_count").fetchone()[0]
+                    free = cursor.execute("PRAGMA freelist_count").fetchone()[0]
+                    done = "optimize"
+                    if pages and free / pages >= vacuum_ratio:
+                        cursor.execute("VACUUM")
+                        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                        done = "vacuum+optimize"
+                    cursor.execute("PRAGMA optimize")
+                    cursor.close()
+                finally:
+                    raw.close()
+            return done
+        except (SQLAlchemyError, sqlite3.Error) as e:  # the raw connection raises sqlite3's
+            raise StoreError(f"optimize failed: {e}") from e
 
     def counts(self) -> dict[str, int]:
         with self._read() as conn:
