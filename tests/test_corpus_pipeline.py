@@ -6,6 +6,7 @@ normalization, the store's exact keys and the near-duplicate index together.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -148,7 +149,7 @@ def test_a_copy_bridging_two_stories_merges_them(store_url: str) -> None:
             when,
             when,
             language="en",
-            content_hash=title,
+            content_hash=hashlib.sha256(title.encode()).hexdigest(),
         )
         f = features(item)
         store.ingest(
