@@ -27,6 +27,7 @@ scipy, ~0.5 s) is imported on the first :func:`features` call so short commands 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -387,6 +388,7 @@ _NAME_KEY_LEN = 6
 _NAME_MIN_LEN = 3
 
 
+@functools.lru_cache(maxsize=65536)
 def name_key(word: str) -> str:
     """A spelling-neutral consonant key for a name: Лукашенко, Lukashenko's -> "lksnk".
 
@@ -587,7 +589,9 @@ def anchors(title: str, summary: str, language: str) -> frozenset[str]:
     inner = {
         m.group().casefold()
         for m in _WORD.finditer(text)
-        if text[: m.start()].rstrip(" \t\u00a0")[-1:] not in ("", ".", "!", "?", ":", "\n")
+        # only the few characters before the word matter (slicing the whole prefix is O(n²))
+        if text[max(0, m.start() - 16) : m.start()].rstrip(" \t\u00a0")[-1:]
+        not in ("", ".", "!", "?", ":", "\n")
     }
     for word in words:
         folded = word.casefold()
