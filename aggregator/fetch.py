@@ -106,18 +106,43 @@ def fetch(
     *,
     resolve: Resolver | None = None,
     public_addresses: frozenset[str] = frozenset(),
+    configured_url: str | None = None,
 ) -> Fetched | NotModified:
     """GET ``request.url`` within the request's limits.
 
     ``resolve`` maps (host, port) to IP addresses (default: the system resolver).
     ``public_addresses`` are treated as public by the SSRF guard whatever their range:
     tests use it to give a loopback server the role of a public origin.
+    ``configured_url`` is the URL the admin wrote when ``request.url`` is where permanent
+    redirects led: whether *it* is on a private address decides if private targets are
+    allowed, so a moved public source never reaches into a private network.
     """
     exchange = _Exchange(resolve or _system_resolve, public_addresses, request.timeout)
     try:
-        return _follow(request, session, exchange)
+        origin_private = None
+        if configured_url is not None and configured_url != request.url:
+            origin_private = _on_private_address(configured_url, exchange)
+        return _follow(request, session, exchange, origin_private)
     finally:
         exchange.close()
+
+
+def _on_private_address(url: str, exchange: _Exchange) -> bool:
+    """True when every address of ``url``'s host is non-public (unresolvable counts as public,
+    the safe side)."""
+    if not _is_http_url(url):
+        return False
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        addresses = [str(ipaddress.ip_address(host))]
+    except ValueError:
+        try:
+            addresses = exchange.resolve(host, port)
+        except OSError:
+            return False
+    return bool(addresses) and not any(exchange.is_public(a) for a in addresses)
 
 
 # --------------------------------------------------------------------------- the exchange
@@ -309,20 +334,25 @@ class _GuardedAdapter(HTTPAdapter):
 
 
 def _follow(
-    request: FetchRequest, session: requests.Session, exchange: _Exchange
+    request: FetchRequest,
+    session: requests.Session,
+    exchange: _Exchange,
+    origin_private: bool | None = None,
 ) -> Fetched | NotModified:
     url = request.url
     if not _is_http_url(url):
         raise FetchError(ErrorKind.BAD_URL, f"not an http(s) URL: {url}", url=url)
     permanent = True  # every hop so far was 301/308
-    first_private = False
+    # None: request.url is the configured URL, judged by the address it connects to.
+    first_private = bool(origin_private)
     for hop in range(request.max_redirects + 1):
         # The configured URL is fetched as written; if it is private, the admin chose that
-        # network and redirects may stay in it.
-        restrict = hop > 0 and not (request.allow_private or first_private)
+        # network and redirects may stay in it. A moved URL is checked like a redirect.
+        checked = hop > 0 or origin_private is not None
+        restrict = checked and not (request.allow_private or first_private)
         moved = url if hop > 0 and permanent else None
         response, peer = _send(request, session, exchange, url, restrict, moved)
-        if hop == 0:
+        if hop == 0 and origin_private is None:
             first_private = peer is not None and not exchange.is_public(peer)
         try:
             status = response.status_code

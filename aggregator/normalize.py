@@ -812,7 +812,7 @@ def parse_date(text: str) -> datetime | None:
             pass
     try:
         return _as_utc(datetime.fromisoformat(text))
-    except ValueError:
+    except (ValueError, OverflowError):  # "0001-01-01T00:00:00+03:00": an unset CMS date
         pass
     found = _find_date(text)
     if found is None:
@@ -830,10 +830,9 @@ def parse_date(text: str) -> datetime | None:
             hour = 0
         rest = text[max(time_match.end(), date_end) :]
     try:
-        local = datetime(year, month, day, hour, minute, second, tzinfo=_zone(rest))
-    except ValueError:
+        return _as_utc(datetime(year, month, day, hour, minute, second, tzinfo=_zone(rest)))
+    except (ValueError, OverflowError):
         return None
-    return _as_utc(local)
 
 
 # --------------------------------------------------------------------------- language

@@ -306,7 +306,10 @@ def test_parse_date(text: str, expected: datetime) -> None:
     assert parsed is not None and parsed.utcoffset() == timedelta(0)
 
 
-@pytest.mark.parametrize("text", ["", "сегодня", "yesterday", "31 февраля 2025", "no date here"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "сегодня", "yesterday", "31 февраля 2025", "no date here", "0001-01-01T00:00:00+03:00"],
+)
 def test_parse_date_gives_up_on_non_dates(text: str) -> None:
     assert parse_date(text) is None
 
