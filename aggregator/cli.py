@@ -71,6 +71,7 @@ def setup_logging(fmt: str, verbose: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)  # through the handler, so JSON output stays one object a line
     for noisy in ("apscheduler", "urllib3", "uvicorn.error", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 2 else logging.DEBUG)
 
@@ -194,28 +195,62 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """A one-line progress bar on the terminal (stderr), only when it is a TTY."""
+    """A one-line progress bar with counts on the terminal (stderr), only when it is a TTY.
+
+    Log lines go to the same terminal: a filter on the root handlers wipes the bar before a
+    record is written, and the next step draws it again below the record.
+    """
+
+    width = 30
 
     def __init__(self, total: int) -> None:
+        import threading
+
         self.total = total
         self.done_count = 0
         self.failed = 0
         self.new = 0
+        self.duplicate = 0
+        self.shown = False
+        self.lock = threading.Lock()
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(self._wipe)
+        self._draw()
+
+    def _wipe(self, record: logging.LogRecord) -> bool:
+        with self.lock:
+            if self.shown:
+                sys.stderr.write("\r\x1b[K")
+                self.shown = False
+        return True
 
     def step(self, report: Any) -> None:
-        self.done_count += 1
-        self.failed += int(report.failed)
-        self.new += report.counts.new + report.counts.duplicate
-        width = 30
-        filled = int(width * self.done_count / max(1, self.total))
-        sys.stderr.write(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done_count}/{self.total} sources"
-            f"  {self.new} new items  {self.failed} failed "
-        )
-        sys.stderr.flush()
+        with self.lock:
+            self.done_count += 1
+            self.failed += int(report.failed)
+            self.new += report.counts.new
+            self.duplicate += report.counts.duplicate
+        self._draw()
+
+    def _draw(self) -> None:
+        with self.lock:
+            filled = int(self.width * self.done_count / max(1, self.total))
+            sys.stderr.write(
+                f"\r\x1b[K[{'#' * filled}{'.' * (self.width - filled)}] "
+                f"{self.done_count}/{self.total} sources  {self.new} new  "
+                f"{self.duplicate} duplicate  {self.failed} failed"
+            )
+            sys.stderr.flush()
+            self.shown = True
 
     def done(self) -> None:
-        sys.stderr.write("\n")
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(self._wipe)
+        with self.lock:
+            if self.shown:
+                sys.stderr.write("\n")
+                sys.stderr.flush()
+                self.shown = False
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import tempfile
 import threading
 from collections import defaultdict
@@ -112,7 +111,7 @@ def render_rss(name: str, link: str, language: str, items: list[DemoItem]) -> st
             "</item>"
         )
     return (
-        f"<rss version=\"2.0\"><channel><title>{escape(name)}</title><link>{escape(link)}</link>"
+        f'<rss version="2.0"><channel><title>{escape(name)}</title><link>{escape(link)}</link>'
         f"<description>{escape(name)}</description><language>{language}</language>"
         + "".join(entries)
         + "</channel></rss>"
@@ -251,29 +250,35 @@ def write_demo_config(
 
 
 def run_demo(*, port: int = 0, listen: str = "127.0.0.1:8080") -> int:
+    """Serve the sample feeds, run the daemon on them and print the URLs to open."""
     from aggregator.config import load_config
     from aggregator.daemon import Daemon, DaemonOptions
 
     items = load_items(datetime.now(UTC))
     server = DemoFeedServer(build_feeds(items), port)
     server.start()
-    with tempfile.TemporaryDirectory(prefix="aggregator-demo-") as tmp:
-        config = load_config(write_demo_config(Path(tmp), server.port, items, listen))
-        base = config.settings.base_url
-        print(
-            f"Demo: {len(items)} sample items from {len(config.sources)} agency feeds "
-            f"served on http://127.0.0.1:{server.port}/\n"
-            f"Open:\n"
-            f"  {base}                         topics, with subscribe links\n"
-            f"  {base}topics/cis-security.atom   the CIS security feed\n"
-            f"  {base}topics/eurasian-economy.atom\n"
-            f"  {base}status                   every source's health\n"
-            f"Press Ctrl-C to stop.",
-            flush=True,
-        )
-        sys.stdout.flush()
-        daemon = Daemon(config, DaemonOptions(role="all", tick_seconds=1.0))
-        try:
+    try:
+        with tempfile.TemporaryDirectory(prefix="aggregator-demo-") as tmp:
+            config = load_config(write_demo_config(Path(tmp), server.port, items, listen))
+            base = config.settings.base_url
+            topics = "".join(
+                f"  {base}topics/{t['id']}.atom  ({t['title']})\n" for t in DEMO_TOPICS
+            )
+
+            def announce() -> None:
+                # Printed once the server answers, so every URL works when it is read.
+                print(
+                    f"Demo: {len(items)} sample items from {len(config.sources)} agency feeds, "
+                    f"served on http://127.0.0.1:{server.port}/\n"
+                    f"Open:\n"
+                    f"  {base}  (topics, with subscribe links)\n"
+                    f"{topics}"
+                    f"  {base}status  (every source's health)\n"
+                    f"Press Ctrl-C to stop.",
+                    flush=True,
+                )
+
+            daemon = Daemon(config, DaemonOptions(role="all", tick_seconds=1.0, on_ready=announce))
             return daemon.run()
-        finally:
-            server.stop()
+    finally:
+        server.stop()

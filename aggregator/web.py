@@ -210,15 +210,21 @@ def create_app(state: AppState, *, refresh_interval: float = 1.0) -> Starlette:
                 }
             )
         return Response(
-            render_status_html(rows, state.reload_error), media_type="text/html; charset=utf-8"
+            render_status_html(rows, state.reload_error, state.clock()),
+            media_type="text/html; charset=utf-8",
         )
 
     def metrics_endpoint(request: Request) -> Response:
+        config = state.config
         try:
-            for topic in state.config.topics:
-                metrics.TOPIC_STORIES.labels(topic.id).set(state.store.topic_count(topic.id))
-        except StoreError:
-            pass
+            metrics.update_from_store(
+                state.store.source_states(state.clock()),
+                {t.id: state.store.topic_count(t.id) for t in config.topics},
+            )
+        except StoreError as e:
+            # Still serve the counters: the scrape itself shows the store trouble by its gaps.
+            log.warning("metrics: store unavailable: %s", e)
+        metrics.CONFIG_RELOAD_FAILED.set(1 if state.reload_error else 0)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     routes = [
@@ -274,7 +280,7 @@ def describe(state: SourceState) -> str:
     if state.last_polled_at is None:
         return "not polled yet"
     if state.last_error_kind:
-        return f"failing: {state.last_error}"
+        return f"failing: {state.last_error or state.last_error_kind}"
     if state.last_status == 304:
         return "ok (not modified)"
     return f"ok (HTTP {state.last_status})"
@@ -285,6 +291,7 @@ def is_failing(state: SourceState) -> bool:
 
 
 def sort_for_status(states: list[SourceState]) -> list[SourceState]:
+    """Failing sources first (most errors in a row first), then the rest by id."""
     return sorted(states, key=lambda s: (not is_failing(s), -s.consecutive_errors, s.id))
 
 
@@ -314,49 +321,98 @@ def _fmt_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
 
 
-def render_status_html(states: list[SourceState], reload_error: str | None) -> bytes:
+def _relative(value: datetime, now: datetime) -> str:
+    seconds = (value - now).total_seconds()
+    span = abs(seconds)
+    if span < 5:
+        return "now"
+    if span < 90:
+        text = f"{span:.0f} s"
+    elif span < 5400:
+        text = f"{span / 60:.0f} min"
+    elif span < 172800:
+        text = f"{span / 3600:.1f} h"
+    else:
+        text = f"{span / 86400:.0f} days"
+    return f"in {text}" if seconds > 0 else f"{text} ago"
+
+
+def _time_cell(value: datetime | None, now: datetime | None) -> str:
+    if value is None:
+        return "—"
+    when = html.escape(_fmt_time(value))
+    relative = f'<div class="note">{_relative(value, now)}</div>' if now else ""
+    return f'<time datetime="{value.isoformat()}">{when}</time>{relative}'
+
+
+def render_status_html(
+    states: list[SourceState], reload_error: str | None, now: datetime | None = None
+) -> bytes:
+    """The admin's status page: the config reload error on top, then failing sources first."""
     esc = html.escape
     rows = []
     for s in states:
         failing = is_failing(s)
         url = esc(s.effective_url)
         redirect = (
-            f'<div class="note">moved permanently from {esc(s.url)}</div>'
+            f'<div class="note">moved permanently; configured as {esc(s.url)}</div>'
             if s.effective_url != s.url
             else ""
         )
+        history = ""
+        if failing and not s.disabled_reason:
+            if s.last_success_at is None:
+                success = "never succeeded"
+            elif now is not None:
+                success = f"last success {_relative(s.last_success_at, now)}"
+            else:
+                success = f"last success {_fmt_time(s.last_success_at)}"
+            history = f'<div class="note">{esc(success)}</div>'
+        next_poll = "—" if s.disabled_reason or not s.enabled else _time_cell(s.next_poll_at, now)
         rows.append(
             f'<tr class="{"failing" if failing else "ok"}" data-source="{esc(s.id)}">'
-            f'<td>{esc(s.name or s.id)}<div class="id">{esc(s.id)}</div></td>'
-            f'<td><a href="{url}">{url}</a>{redirect}</td>'
-            f"<td>{esc(_fmt_time(s.last_polled_at))}</td>"
-            f'<td class="result">{esc(describe(s))}</td>'
-            f"<td>{s.consecutive_errors}</td>"
-            f"<td>{esc(_fmt_time(s.next_poll_at))}</td>"
-            f"<td>{s.items_24h}</td></tr>"
+            f'<td>{esc(s.name or s.id)}<div class="note">{esc(s.id)}</div></td>'
+            f'<td class="url"><a href="{url}">{url}</a>{redirect}</td>'
+            f"<td>{_time_cell(s.last_polled_at, now)}</td>"
+            f'<td class="result">{esc(describe(s))}{history}</td>'
+            f'<td class="num">{s.consecutive_errors}</td>'
+            f"<td>{next_poll}</td>"
+            f'<td class="num">{s.items_24h}</td></tr>'
         )
     banner = (
-        f'<div class="reload-error"><strong>Configuration not reloaded:</strong>'
-        f"<pre>{esc(reload_error)}</pre></div>"
+        '<div class="reload-error" role="alert"><strong>Configuration not reloaded.</strong> '
+        "The previous configuration is still in force. Fix these problems and save the file "
+        f"(or send SIGHUP):<pre>{esc(reload_error)}</pre></div>"
         if reload_error
         else ""
     )
     failing_count = sum(1 for s in states if is_failing(s))
+    summary = f"{len(states)} sources, " + (
+        f'<span class="bad">{failing_count} failing</span>' if failing_count else "none failing"
+    )
+    if now is not None:
+        summary += f" · as of {esc(_fmt_time(now))}"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Source status</title>
 <style>
-body{{font-family:system-ui,sans-serif;margin:2rem;color:#222}}
+body{{font-family:system-ui,sans-serif;margin:1.5rem 2rem;color:#222;font-size:15px}}
+h1{{font-size:1.5rem;margin:0 0 .5rem}}
 table{{border-collapse:collapse;width:100%}}
-th,td{{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #ddd;vertical-align:top}}
+th,td{{text-align:left;padding:.45rem .6rem;border-bottom:1px solid #ddd;vertical-align:top}}
+th{{background:#f4f4f4;font-weight:600;white-space:nowrap}}
+td.num{{text-align:right}} td.url{{word-break:break-all;max-width:28rem}} time{{white-space:nowrap}}
 tr.failing td{{background:#fdecea}} tr.failing .result{{color:#a40000;font-weight:600}}
-.id,.note{{color:#666;font-size:.85em}}
-.reload-error{{background:#fff4e5;border:1px solid #f0a020;padding:.5rem 1rem;margin-bottom:1rem}}
+.note{{color:#666;font-size:.85em;font-weight:normal}}
+.bad{{color:#a40000;font-weight:600}}
+.reload-error{{background:#fff4e5;border:2px solid #e08a00;padding:.6rem 1rem;margin-bottom:1rem}}
+.reload-error pre{{margin:.5rem 0 0;white-space:pre-wrap;font-size:.95em}}
+a{{color:#0645ad}}
 </style></head><body>
 <h1>Source status</h1>
 {banner}
-<p>{len(states)} sources, {failing_count} failing. <a href="/">Topics</a></p>
+<p>{summary} · <a href="/">Topics</a> · <a href="/status?format=json">JSON</a></p>
 <table><thead><tr><th>Source</th><th>URL</th><th>Last poll</th><th>Result</th>
 <th>Errors in a row</th><th>Next poll</th><th>Items (24 h)</th></tr></thead>
 <tbody>

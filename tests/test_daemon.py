@@ -23,13 +23,24 @@ def free_port() -> int:
 
 
 class Running:
-    def __init__(self, config: Path, tmp_path: Path, *extra: str, env: dict[str, str] | None = None):
+    def __init__(
+        self, config: Path, tmp_path: Path, *extra: str, env: dict[str, str] | None = None
+    ):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = (tmp_path / "daemon.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aggregator", "run", "--config", str(config),
-             "--listen", f"127.0.0.1:{self.port}", *extra],
+            [
+                sys.executable,
+                "-m",
+                "aggregator",
+                "run",
+                "--config",
+                str(config),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                *extra,
+            ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

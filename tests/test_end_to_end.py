@@ -63,7 +63,10 @@ def test_same_article_from_two_agencies_is_one_entry(
 
 
 def test_second_poll_is_conditional_and_stores_nothing(
-    two_agencies: Path, feed_server: FeedServer, store_url: str, tmp_path: Path,
+    two_agencies: Path,
+    feed_server: FeedServer,
+    store_url: str,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["poll", "--config", str(two_agencies)]) == 0

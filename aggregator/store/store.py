@@ -12,6 +12,7 @@ either all of it or none of it, and a re-poll after a crash stores nothing twice
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -230,8 +231,14 @@ class Store:
     def _write(self) -> Any:
         return self._engine.begin()
 
-    def _read(self) -> Any:
-        return self._read_engine.connect()
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        # Readers see one error family: an unreachable database is a StoreError (a 503).
+        try:
+            with self._read_engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as e:
+            raise StoreError(f"database unreachable: {e.__class__.__name__}: {e}") from e
 
     # ------------------------------------------------------------------ sources
 
