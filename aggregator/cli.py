@@ -291,7 +291,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(format_status_json(states, None))
         return EXIT_OK
-    rows = [("SOURCE", "LAST POLL", "HTTP", "RESULT", "ERRORS", "NEXT POLL", "ITEMS 24H")]
+    # The same columns as /status: failing sources first.
+    rows = [
+        ("SOURCE", "NAME", "URL", "LAST POLL", "HTTP", "RESULT", "ERRORS", "NEXT POLL", "ITEMS 24H")
+    ]
     for s in states:
         result = describe(s)
         if s.effective_url != s.url:
@@ -299,6 +302,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows.append(
             (
                 s.id,
+                s.name,
+                s.effective_url,
                 _fmt_time(s.last_polled_at, now),
                 str(s.last_status or "—"),
                 result,

@@ -271,7 +271,7 @@ def status_rows(config_dir: Path, capsys: pytest.CaptureFixture[str]) -> dict[st
         # The CLI installs its own log handler on this test's captured stderr.
         root.handlers[:], root.level = handlers, level
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:4] == ["SOURCE", "LAST", "POLL", "HTTP"]
+    assert lines[0].split()[:5] == ["SOURCE", "NAME", "URL", "LAST", "POLL"]
     return {line.split()[0]: line for line in lines[2:] if line.strip()}
 
 
