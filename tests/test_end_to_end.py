@@ -139,3 +139,53 @@ def test_unknown_source_on_the_command_line_is_a_usage_error(
 ) -> None:
     assert main(["poll", "nope", "--config", str(two_agencies)]) == 2
     assert "unknown source id: nope" in capsys.readouterr().err
+
+
+def test_a_guid_that_changes_every_poll_is_still_one_item(
+    tmp_path: Path, feed_server: FeedServer, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = (FEEDS / "belta-en.xml").read_text(encoding="utf-8")
+    url = feed_server.add("/belta.xml", body)
+    config = write_config(
+        tmp_path / "config",
+        settings={"database": store_url},
+        sources=[{"id": "belta-en", "url": url}],
+        topics=[CIS_SECURITY],
+    )
+    for poll in range(3):
+        # Some CMSs stamp a fresh GUID on every request for an unchanged article.
+        feed_server.add("/belta.xml", body.replace("belta-164201", f"belta-164201-{poll}"))
+        assert main(["poll", "--config", str(config)]) == 0
+    assert "0 new, 0 duplicate, 0 updated, 3 unchanged" in capsys.readouterr().out
+    store = Store(store_url)
+    rows = store.all_items()
+    store.close()
+    assert len(rows) == 3  # the three articles, each once
+    assert len({r["uid"] for r in rows}) == 3
+
+
+def test_export_writes_the_bytes_the_server_sends(
+    two_agencies: Path, store_url: str, tmp_path: Path
+) -> None:
+    import requests
+    from conftest import serve_app
+
+    from aggregator.config import load_config
+    from aggregator.web import AppState, create_app
+
+    assert main(["poll", "--config", str(two_agencies)]) == 0
+    store = Store(store_url)
+    state = AppState(config=load_config(two_agencies), store=store, role="web")
+    try:
+        with serve_app(create_app(state)) as base:
+            for fmt in ("atom", "rss", "json"):
+                exported = _export(two_agencies, tmp_path / f"out.{fmt}", "--format", fmt)
+                served = requests.get(
+                    f"{base}/topics/cis-security.{fmt}",
+                    headers={"Accept-Encoding": "identity"},
+                    timeout=10,
+                )
+                assert served.status_code == 200
+                assert served.content == exported
+    finally:
+        store.close()
