@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Self, TypeVar
+from typing import Literal, Annotated, Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -327,6 +327,8 @@ class _SettingsFile(_Model):
     per_host: Count = _SETTINGS.per_host
     tracking_params: list[Text] = Field(default_factory=list)
     scheduler: _SchedulerModel = Field(default_factory=_SchedulerModel)
+    # worker processes that parse feeds; "auto": one per CPU core (at most 4); 0: in-process
+    processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
 
 
 class _SourceModel(_Model):
@@ -660,6 +662,7 @@ def _settings(model: _SettingsFile, env: Mapping[str, str]) -> Settings:
         tracking_params=tuple(model.tracking_params),
         tick=model.scheduler.tick,
         lease=model.scheduler.lease,
+        processes=None if model.processes == "auto" else model.processes,
     )
 
 

@@ -70,6 +70,10 @@ class ParseError(AggregatorError):
         self.advertised_url = advertised_url  # feed URL an HTML page points to
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Raised in a parser process and re-raised here: keep the keyword argument.
+        return (self.__class__, (self.kind, self.message), {"advertised_url": self.advertised_url})
+
 
 class StoreError(AggregatorError):
     """The store is unreachable or refused an operation."""

@@ -15,6 +15,7 @@ recorded on the source and never stops the others.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import random
 import socket
@@ -22,27 +23,38 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FuturesTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from aggregator import fetch as fetch_stage
-from aggregator import normalize, parse, schedule, topics
+from aggregator import schedule, topics
 from aggregator.errors import FetchError, ParseError, StoreError
+from aggregator.prepare import (
+    PreparedFeed,
+    PrepareJob,
+    init_worker,
+    prepare,
+    prepare_in_worker,
+    topic_hits,
+)
 from aggregator.store import IngestEntry, Store
+from aggregator.stories import StoryFeatures
 from aggregator.types import (
     Config,
     ErrorKind,
     Fetched,
     FetchRequest,
     IngestCounts,
-    NormalizeOptions,
     NotModified,
     PollOutcome,
     Source,
     SourceState,
+    Topic,
     TopicHit,
 )
 
@@ -50,6 +62,7 @@ log = logging.getLogger(__name__)
 
 GONE_PAUSE = timedelta(days=3650)  # a 410 source is disabled; this only keeps next_poll sane
 STORY_WINDOW = timedelta(hours=72)
+PROCESS_POOL_MIN_SOURCES = 8  # smaller rounds parse in their polling threads
 
 
 def utcnow() -> datetime:
@@ -119,9 +132,16 @@ class Poller:
         self.config = config
         self.sources = {s.id: s for s in config.sources}
         self.compiled_topics = [topics.compile_topic(t) for t in config.topics]
+        old = getattr(self, "parsers", None)
+        if old is not None and old.topics == config.topics:
+            return
+        self.parsers = ParserPool(config.settings.processes, config.topics, self.compiled_topics)
+        if old is not None:
+            old.close()
 
     def close(self) -> None:
         self.session.close()
+        self.parsers.close()
 
     # ------------------------------------------------------------------ story index
 
@@ -212,8 +232,13 @@ class Poller:
         heartbeat.start()
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
+                # Worker processes pay off for a big round (a cold start, many due sources);
+                # a few sources are parsed in their polling thread.
+                in_processes = len(states) >= PROCESS_POOL_MIN_SOURCES
                 futures = [
-                    pool.submit(self._poll_one, state, host_limit(state.effective_url))
+                    pool.submit(
+                        self._poll_one, state, host_limit(state.effective_url), in_processes
+                    )
                     for state in _interleave_hosts(states)
                 ]
                 for future in as_completed(futures):
@@ -226,7 +251,9 @@ class Poller:
             heartbeat.stop()
         return sorted(reports, key=lambda r: r.source_id)
 
-    def _poll_one(self, state: SourceState, limit: threading.Semaphore) -> PollReport:
+    def _poll_one(
+        self, state: SourceState, limit: threading.Semaphore, in_processes: bool = False
+    ) -> PollReport:
         source = self.sources.get(state.id)
         if source is None:
             return PollReport(state.id, "skipped", error="not in the config any more")
@@ -235,7 +262,7 @@ class Poller:
             return PollReport(state.id, "skipped", error="shutting down")
         try:
             with limit:
-                prepared = self._prepare(source, state)
+                prepared = self._prepare(source, state, in_processes)
             # Ingest and index together: a copy ingested by the next thread must see this one.
             with self._index_lock:
                 result = self.store.ingest(
@@ -294,7 +321,7 @@ class Poller:
 
         return _Finder()
 
-    def _prepare(self, source: Source, state: SourceState) -> _Prepared:
+    def _prepare(self, source: Source, state: SourceState, in_processes: bool) -> _Prepared:
         """Fetch, parse and normalize one source (no store access)."""
         started = time.monotonic()
         request = FetchRequest(
@@ -343,8 +370,19 @@ class Poller:
             )
             return _Prepared(outcome, (), report)
         assert isinstance(response, Fetched)
+        job = PrepareJob(
+            source=source,
+            content=response.content,
+            url=response.url,
+            headers=dict(response.headers),
+            fetched_at=now,
+            tracking_params=self.config.settings.tracking_params,
+            languages=self._languages(),
+        )
         try:
-            feed = parse.parse_feed(response.content, url=response.url, headers=response.headers)
+            feed = self.parsers.run(
+                job, timeout=max(30.0, 3 * source.timeout), inline=not in_processes
+            )
         except ParseError as e:
             return self._failed(
                 source,
@@ -356,7 +394,10 @@ class Poller:
                 response.permanent_url,
                 started,
             )
-        entries = self._entries(source, feed, response.url, now)
+        entries = tuple(
+            IngestEntry(e.item, e.hits, e.features, StoryFeatures.from_bytes(e.features))
+            for e in feed.entries
+        )
         next_poll = schedule.next_poll_after_success(
             now,
             source.interval,
@@ -379,30 +420,6 @@ class Poller:
         )
         return _Prepared(outcome, entries, report)
 
-    def _entries(
-        self, source: Source, feed: Any, feed_url: str, now: datetime
-    ) -> tuple[IngestEntry, ...]:
-        from aggregator.stories import features as story_features
-
-        options = NormalizeOptions(
-            source_id=source.id,
-            source_language=source.language,
-            strip=source.strip,
-            tracking_params=self.config.settings.tracking_params,
-            languages=self._languages(),
-        )
-        entries: list[IngestEntry] = []
-        seen: set[str] = set()
-        for raw in feed.entries:
-            item = normalize.normalize_entry(raw, feed, options, fetched_at=now, feed_url=feed_url)
-            if item is None or item.guid in seen:
-                continue  # a feed listing one GUID twice stores it once
-            seen.add(item.guid)
-            hits = self.match_topics(source, item.title, item.summary, item.content, item.language)
-            f = story_features(item)
-            entries.append(IngestEntry(item, hits, f.to_bytes(), f))
-        return tuple(entries)
-
     def _languages(self) -> tuple[str, ...]:
         langs = sorted({s.language for s in self.config.sources if s.language})
         return tuple(langs) if langs else ("en", "ru")
@@ -410,17 +427,7 @@ class Poller:
     def match_topics(
         self, source: Source, title: str, summary: str, content: str, language: str | None
     ) -> tuple[TopicHit, ...]:
-        data = topics.MatchInput(
-            title=title,
-            summary=summary,
-            content=content,
-            source_id=source.id,
-            source_tags=source.tags,
-            language=language,
-        )
-        return tuple(
-            TopicHit(m.topic_id, m.terms) for m in topics.match_all(self.compiled_topics, data)
-        )
+        return topic_hits(self.compiled_topics, source, title, summary, content, language)
 
     def _failed(
         self,
@@ -487,6 +494,72 @@ class Poller:
         return self.store.replace_membership(
             [t.id for t in self.config.topics], members, published_after=since, now=now
         )
+
+
+class ParserPool:
+    """Runs :func:`aggregator.prepare.prepare` in worker processes (or inline).
+
+    Worker processes use every core for the CPU-bound part of a poll and keep a hostile
+    document away from the daemon: a parse past its deadline or a worker that dies is that
+    source's error, and the pool is replaced.
+    """
+
+    def __init__(
+        self,
+        processes: int | None,
+        topic_defs: tuple[Topic, ...],
+        compiled: Sequence[topics.CompiledTopic],
+    ) -> None:
+        self.processes = min(4, os.cpu_count() or 1) if processes is None else processes
+        self.topics = topic_defs
+        self.compiled = list(compiled)
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                # forkserver: the daemon has threads, and forking them is unsafe.
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["aggregator.prepare", "aggregator.stories"])
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.processes,
+                    mp_context=context,
+                    initializer=init_worker,
+                    initargs=(self.topics,),
+                )
+            return self._pool
+
+    def run(self, job: PrepareJob, *, timeout: float, inline: bool = False) -> PreparedFeed:
+        if inline or self.processes == 0:
+            return prepare(job, self.compiled)
+        pool = self._get()
+        future = pool.submit(prepare_in_worker, job)
+        try:
+            return future.result(timeout=timeout)
+        except FuturesTimeout as e:
+            self._replace(pool)
+            raise ParseError(ErrorKind.PARSE, f"parsing took longer than {timeout:.0f} s") from e
+        except BrokenProcessPool as e:
+            self._replace(pool)
+            raise ParseError(
+                ErrorKind.INTERNAL, "the parser process died (out of memory?)"
+            ) from e
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is not broken:
+                return  # another thread replaced it already
+            self._pool = None
+        for process in list(getattr(broken, "_processes", {}).values()):
+            process.kill()  # a worker stuck in a parse never returns by itself
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _LeaseHeartbeat(threading.Thread):

@@ -35,6 +35,7 @@ class Settings:
     tracking_params: tuple[str, ...] = ()  # extra query parameters to drop from URLs
     tick: float = 5.0  # how often the scheduler looks for due sources, seconds
     lease: float = 60.0  # how long a worker owns a claimed source without a heartbeat
+    processes: int | None = None  # parser processes; None: one per core (at most 4); 0: inline
 
 
 @dataclass(frozen=True)
