@@ -159,6 +159,16 @@ def cmd_poll(args: argparse.Namespace) -> int:
         poller = Poller(config, store)
         poller.recompute_topics(now)
         states = poller.claim_now(args.sources)
+        wanted = args.sources or [s.id for s in config.sources if s.enabled]
+        claimed = {s.id for s in states}
+        skipped = {}
+        for sid in wanted:
+            if sid not in claimed:
+                state = store.source_state(sid)
+                reason = state.disabled_reason if state else None
+                skipped[sid] = (
+                    f"disabled: {reason}" if reason else "being polled by another process"
+                )
         progress = _Progress(len(states)) if sys.stderr.isatty() and not args.quiet else None
         reports = poller.poll_states(states, progress=progress.step if progress else None)
         if progress:
@@ -166,6 +176,8 @@ def cmd_poll(args: argparse.Namespace) -> int:
         poller.close()
     finally:
         store.close()
+    for sid, why in skipped.items():
+        print(f"{sid}: skipped ({why})")
     failed = 0
     for r in reports:
         c = r.counts

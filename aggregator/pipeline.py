@@ -14,6 +14,9 @@ recorded on the source and never stops the others.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import multiprocessing
 import os
@@ -63,6 +66,7 @@ log = logging.getLogger(__name__)
 GONE_PAUSE = timedelta(days=3650)  # a 410 source is disabled; this only keeps next_poll sane
 STORY_WINDOW = timedelta(hours=72)
 PROCESS_POOL_MIN_SOURCES = 8  # smaller rounds parse in their polling threads
+RULES_SETTING = "topic_rules"  # fingerprint of the rules the stored membership follows
 
 
 def utcnow() -> datetime:
@@ -474,9 +478,28 @@ class Poller:
 
     # ------------------------------------------------------------------ topics
 
-    def recompute_topics(self, now: datetime | None = None) -> int:
-        """Recompute topic membership for the stories in the retention window."""
-        now = now or self.clock()
+    def rules_fingerprint(self) -> str:
+        """What topic membership depends on: the topic rules and the sources' tags."""
+        data = {
+            "topics": [dataclasses.asdict(t) for t in self.config.topics],
+            "tags": {s.id: list(s.tags) for s in self.config.sources},
+        }
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def recompute_topics(self, now: datetime | None = None, *, force: bool = False) -> int:
+        """Recompute topic membership for the stories in the retention window.
+
+        Skipped when the rules are the ones the stored membership was computed with: new
+        items get their membership at ingest, so only a rule change needs the recompute.
+        """
+        fingerprint = self.rules_fingerprint()
+        if not force and self.store.get_setting(RULES_SETTING) == fingerprint:
+            return 0
+        changed = self._recompute_topics(now or self.clock())
+        self.store.set_setting(RULES_SETTING, fingerprint)
+        return changed
+
+    def _recompute_topics(self, now: datetime) -> int:
         since = now - timedelta(days=self.config.settings.retention_days)
         members: dict[str, dict[int, tuple[str, ...]]] = {t.id: {} for t in self.config.topics}
         story_hits: dict[int, list[TopicHit]] = {}
@@ -526,7 +549,7 @@ class ParserPool:
                     max_workers=self.processes,
                     mp_context=context,
                     initializer=init_worker,
-                    initargs=(self.topics,),
+                    initargs=(self.topics, os.getpid()),
                 )
             return self._pool
 
@@ -542,9 +565,7 @@ class ParserPool:
             raise ParseError(ErrorKind.PARSE, f"parsing took longer than {timeout:.0f} s") from e
         except BrokenProcessPool as e:
             self._replace(pool)
-            raise ParseError(
-                ErrorKind.INTERNAL, "the parser process died (out of memory?)"
-            ) from e
+            raise ParseError(ErrorKind.INTERNAL, "the parser process died (out of memory?)") from e
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:

@@ -189,3 +189,34 @@ def test_export_writes_the_bytes_the_server_sends(
                 assert served.content == exported
     finally:
         store.close()
+
+
+def test_changed_rules_apply_to_stored_stories_and_unchanged_rules_cost_nothing(
+    two_agencies: Path, store_url: str, tmp_path: Path
+) -> None:
+    import yaml
+
+    from aggregator.config import load_config
+    from aggregator.pipeline import Poller
+
+    assert main(["poll", "--config", str(two_agencies)]) == 0
+    topics_file = two_agencies / "topics.yaml"
+    data = yaml.safe_load(topics_file.read_text(encoding="utf-8"))
+    data["topics"].append({"id": "markets", "title": "Markets", "match": {"any": ["ruble"]}})
+    topics_file.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    # The feeds are unchanged (304): only the new rule can put the story in the topic.
+    assert main(["poll", "--config", str(two_agencies)]) == 0
+    assert (
+        main(["export", "markets", "--config", str(two_agencies), "-o", str(tmp_path / "m")]) == 0
+    )
+    feed = feedparser.parse((tmp_path / "m").read_bytes())
+    assert [e.title for e in feed.entries] == ["Moscow exchange: ruble firms against the dollar"]
+
+    store = Store(store_url)
+    poller = Poller(load_config(two_agencies), store)
+    try:
+        assert poller.recompute_topics() == 0  # the stored membership follows these rules
+        assert poller.recompute_topics(force=True) == 0  # and a full recompute agrees
+    finally:
+        poller.close()
+        store.close()

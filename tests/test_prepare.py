@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from conftest import CIS_SECURITY, DATA
@@ -103,3 +107,45 @@ def test_a_worker_that_dies_is_an_error_and_the_pool_recovers(pool: ParserPool) 
     killer.join()
     assert raised.value.kind == ErrorKind.INTERNAL
     assert len(pool.run(job(body), timeout=60).entries) == 3
+
+
+def test_workers_exit_when_the_daemon_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "owner.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys, time
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            from test_prepare import TOPIC, job, DATA
+            from aggregator import topics
+            from aggregator.pipeline import ParserPool
+
+            if __name__ == "__main__":  # worker processes import this module too
+                pool = ParserPool(2, (TOPIC,), [topics.compile_topic(TOPIC)])
+                pool.run(job((DATA / "feeds" / "belta-en.xml").read_bytes()), timeout=60)
+                print(*[p.pid for p in pool._get()._processes.values()], flush=True)
+                time.sleep(60)
+            """
+        )
+    )
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    workers = [int(pid) for pid in owner.stdout.readline().split()]
+    assert workers  # the pool starts workers as jobs come
+    owner.kill()  # SIGKILL: no chance to shut the pool down
+    owner.wait()
+    owner.stdout.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0): it has exited, it only waits to be reaped
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ", 1)[1][0] != "Z"

@@ -1,27 +1,56 @@
 """The store: the only place that talks SQL.
 
-SQLite (the embedded default) runs in WAL mode with ``foreign_keys=ON``, a busy timeout and
-``BEGIN IMMEDIATE`` for every write transaction, so concurrent writers queue instead of failing
-half-way. PostgreSQL (psycopg 3) is used the same way; there, sources are claimed with
-``FOR UPDATE SKIP LOCKED`` so several workers split them.
+One code path serves both backends; the schema comes only from the Alembic migrations.
 
-A poll's items and the source's new state are committed in one transaction: a crash leaves
-either all of it or none of it, and a re-poll after a crash stores nothing twice because
-``(source_id, guid)`` and the story keys are unique.
+Durability. A poll's items and the source's new state are committed in one transaction: a
+crash (kill -9 included) leaves either all of it or none of it, and the re-poll after a crash
+stores nothing twice because ``(source_id, guid)`` and the story keys are unique.
+
+SQLite (the embedded default, one worker process):
+
+- ``journal_mode=WAL``: readers (the web server) never block the writer and a killed writer
+  leaves no torn pages; the next connection rolls the log forward or discards the uncommitted
+  tail.
+- ``BEGIN IMMEDIATE`` for every write transaction: the write lock is taken up front, so two
+  writers queue (``busy_timeout``) instead of one failing half-way when it upgrades a read
+  lock. This also makes ``claim_due``'s select-then-update atomic, so leases work the same
+  as on PostgreSQL.
+- ``synchronous=NORMAL``: in WAL mode a commit survives a crash of the process (the OS has
+  the pages); only a power loss or kernel crash can lose the last commits, never corrupt the
+  file. ``FULL`` would fsync every commit, several times slower for a poll's many small
+  writes; a feed re-serves what was lost, so NORMAL is the right trade here.
+- ``foreign_keys=ON``, so a story cannot lose its items behind the store's back.
+
+PostgreSQL (psycopg 3; production and scale-out): several worker processes share it.
+
+- Sources are claimed with ``SELECT … FOR UPDATE SKIP LOCKED`` and leased (owner + expiry);
+  a lease is extended by the poller's heartbeat and released when the poll's outcome is
+  committed. ``ingest`` locks the source's row and checks it still holds the lease, so a poll
+  whose lease was taken over is dropped and a claimer skips a source being written.
+- Transactions run at READ COMMITTED: ``INSERT … ON CONFLICT DO NOTHING`` on a story key
+  another transaction has just inserted waits for that transaction, and the next statement
+  sees its row. Two workers ingesting copies of one story therefore end in one story: the
+  later joins the earlier's story and deletes its own empty one.
+- A unique-key race that still slips through (an ``IntegrityError``), a deadlock between
+  two ingests or a serialization failure rolls the whole transaction back, and ``ingest``
+  runs it again (it then sees the other worker's rows).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import random
 import threading
+import time
 import uuid
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -32,6 +61,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
@@ -40,6 +70,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
+from sqlalchemy.types import Text
 
 from aggregator.errors import StoreError
 from aggregator.store import tables as t
@@ -56,9 +87,18 @@ from aggregator.types import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
-HEAD_REVISION = "0001"  # the newest migration; checked cheaply before importing Alembic
+HEAD_REVISION = "0003"  # the newest migration; checked cheaply before importing Alembic
 MAX_REVISIONS = 5  # edits stored per item: a feed that rewrites every item cannot churn forever
+WRITE_ATTEMPTS = 8  # a write transaction is retried on a conflict with another worker
+# PostgreSQL cannot index a value over ~2.7 KB, and (source_id, guid) is a unique index:
+# longer GUIDs (some feeds use very long links) are stored as their digest.
+MAX_GUID_BYTES = 1000
+MIGRATION_LOCK = 0x61676772  # PostgreSQL advisory lock key held while migrating ("aggr")
+URL_KEY_CHARS = 590  # story_keys.key is VARCHAR(600): "url:" + this many characters
+# SQLSTATEs of a transaction PostgreSQL aborted because of another one; running it again works.
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -150,7 +190,15 @@ class Store:
                 self._engine = self._sqlite_engine(immediate=True)
                 self._read_engine = self._sqlite_engine(immediate=False)
             else:
-                self._engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+                # READ COMMITTED whatever the server's default: the story-key race resolution
+                # relies on each statement seeing what other transactions committed.
+                self._engine = create_engine(
+                    url,
+                    pool_pre_ping=True,
+                    pool_size=5,
+                    max_overflow=10,
+                    isolation_level="READ COMMITTED",
+                )
                 self._read_engine = self._engine
         except (SQLAlchemyError, OSError, ImportError) as e:
             raise StoreError(f"cannot open database {self.safe_url}: {e}") from e
@@ -174,7 +222,8 @@ class Store:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
-            # NORMAL survives a crash of the process; FULL would also survive power loss.
+            # NORMAL survives a crash of the process; FULL would also survive power loss
+            # (see the module docstring).
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
@@ -221,6 +270,12 @@ class Store:
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
         try:
             with self._engine.begin() as conn:
+                if not self.is_sqlite:
+                    # Workers starting together on a new database migrate it once: the others
+                    # wait here, then find it at head. (SQLite: BEGIN IMMEDIATE serializes.)
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                    )
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except SQLAlchemyError as e:
@@ -230,6 +285,31 @@ class Store:
 
     def _write(self) -> Any:
         return self._engine.begin()
+
+    def _retrying(self, what: str, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` in one write transaction; run it again on a conflict with another
+        worker (the rollback undid all of it, and the next attempt sees their rows)."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                with self._lock, self._write() as conn:
+                    return work(conn)
+            except SQLAlchemyError as e:
+                if not _is_conflict(e):
+                    raise StoreError(f"{what} failed: {e.__class__.__name__}: {e}") from e
+                log.debug("%s conflicted with another worker, retrying: %s", what, e)
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise StoreError(f"{what} kept conflicting: {e}") from e
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))  # let the other one finish
+        raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[Connection]:
+        """One write transaction of this process, with database errors as StoreError."""
+        try:
+            with self._lock, self._write() as conn:
+                yield conn
+        except SQLAlchemyError as e:
+            raise StoreError(f"{what} failed: {e.__class__.__name__}: {e}") from e
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -245,7 +325,10 @@ class Store:
     def sync_sources(self, sources: Sequence[Source], now: datetime) -> None:
         """Bring the sources table in line with the config; state of kept sources survives."""
         wanted = {s.id: s for s in sources}
-        with self._lock, self._write() as conn:
+
+        def work(conn: Connection) -> None:
+            # Workers starting together may insert the same new source: the loser's
+            # IntegrityError reruns this, and it then updates the row instead.
             existing = {r.id: r for r in conn.execute(select(t.sources))}
             for source in sources:
                 row = existing.get(source.id)
@@ -293,6 +376,8 @@ class Store:
                     .where(t.sources.c.id.in_(gone))
                     .values(configured=False, lease_owner=None)
                 )
+
+        self._retrying("syncing sources", work)
 
     def source_states(self, now: datetime, *, configured_only: bool = True) -> list[SourceState]:
         day_ago = now - timedelta(days=1)
@@ -346,7 +431,7 @@ class Store:
         if not self.is_sqlite:
             query = query.with_for_update(skip_locked=True)
         expires = now + timedelta(seconds=lease_seconds)
-        with self._lock, self._write() as conn:
+        with self._writing("claiming sources") as conn:
             rows = list(conn.execute(query))
             if rows:
                 conn.execute(
@@ -360,7 +445,7 @@ class Store:
         if not source_ids:
             return
         c = t.sources.c
-        with self._lock, self._write() as conn:
+        with self._writing("extending leases") as conn:
             conn.execute(
                 update(t.sources)
                 .where(c.id.in_(list(source_ids)), c.lease_owner == owner)
@@ -371,7 +456,7 @@ class Store:
         if not source_ids:
             return
         c = t.sources.c
-        with self._lock, self._write() as conn:
+        with self._writing("releasing sources") as conn:
             conn.execute(
                 update(t.sources)
                 .where(c.id.in_(list(source_ids)), c.lease_owner == owner)
@@ -397,30 +482,27 @@ class Store:
         owner: str | None = None,
         now: datetime,
     ) -> IngestResult:
-        """Store a poll's items and the source's new state in one transaction."""
-        for attempt in range(5):
-            try:
-                with self._lock, self._write() as conn:
-                    if owner is not None and not self._still_owner(conn, outcome.source_id, owner):
-                        # Our lease expired and another worker took the source: its poll wins.
-                        return IngestResult(IngestCounts(), lost_lease=True)
-                    pending = _Pending()
-                    counts = IngestCounts()
-                    added: list[tuple[int, str, Any]] = []
-                    for entry in entries:
-                        counts = counts + self._ingest_one(conn, entry, finder, now, pending, added)
-                    self._record_outcome(conn, outcome)
-                    self._bump_topics(conn, pending.topics, now)
-                return IngestResult(counts, tuple(added))
-            except IntegrityError as e:
-                # Another worker inserted the same key between our read and our write:
-                # the transaction rolled back whole; run it again and it will see that row.
-                log.debug("ingest conflict for %s, retrying: %s", outcome.source_id, e)
-                if attempt == 4:
-                    raise StoreError(f"ingest kept conflicting: {e}") from e
-            except SQLAlchemyError as e:
-                raise StoreError(f"ingest failed: {e.__class__.__name__}: {e}") from e
-        raise AssertionError("unreachable")
+        """Store a poll's items and the source's new state in one transaction.
+
+        With ``owner``, nothing is written unless that worker still holds the source's lease
+        (``lost_lease``). A conflict with a concurrent writer (the same story key, rows locked
+        in the other order) rolls the transaction back and it runs again.
+        """
+
+        def work(conn: Connection) -> IngestResult:
+            if owner is not None and not self._still_owner(conn, outcome.source_id, owner):
+                # Our lease expired and another worker took the source: its poll wins.
+                return IngestResult(IngestCounts(), lost_lease=True)
+            pending = _Pending()
+            counts = IngestCounts()
+            added: list[tuple[int, str, Any]] = []
+            for entry in entries:
+                counts = counts + self._ingest_one(conn, entry, finder, now, pending, added)
+            self._record_outcome(conn, outcome)
+            self._bump_topics(conn, pending.topics, now)
+            return IngestResult(counts, tuple(added))
+
+        return self._retrying(f"ingest of {outcome.source_id}", work)
 
     def record_outcome(
         self, outcome: PollOutcome, *, now: datetime, owner: str | None = None
@@ -428,9 +510,13 @@ class Store:
         self.ingest(outcome, (), owner=owner, now=now)
 
     def _still_owner(self, conn: Connection, source_id: str, owner: str) -> bool:
-        row = conn.execute(
-            select(t.sources.c.lease_owner).where(t.sources.c.id == source_id)
-        ).first()
+        query = select(t.sources.c.lease_owner).where(t.sources.c.id == source_id)
+        if not self.is_sqlite:
+            # Hold the source's row until commit: a worker whose claim runs meanwhile skips
+            # it (SKIP LOCKED) instead of taking over a poll that is being written.
+            # (On SQLite, BEGIN IMMEDIATE already excludes every other writer.)
+            query = query.with_for_update()
+        row = conn.execute(query).first()
         return row is not None and row.lease_owner in (None, owner)
 
     def _ingest_one(
@@ -444,11 +530,21 @@ class Store:
     ) -> IngestCounts:
         item = entry.item
         ic = t.items.c
+        guid = stored_guid(item.guid)
+        columns = (ic.id, ic.story_id, ic.title, ic.summary, ic.content, ic.link, ic.revisions)
         row = conn.execute(
-            select(
-                ic.id, ic.story_id, ic.title, ic.summary, ic.content, ic.link, ic.revisions
-            ).where(ic.source_id == item.source_id, ic.guid == item.guid)
+            select(*columns).where(ic.source_id == item.source_id, ic.guid == guid)
         ).first()
+        if row is None and item.url:
+            # A feed that invents a new GUID on every poll of the same article: the same
+            # source and canonical URL is the same item, not a new copy each poll.
+            story = self._story_by_keys(conn, _story_keys(item)[:1])
+            if story is not None:
+                row = conn.execute(
+                    select(*columns).where(
+                        ic.story_id == story, ic.source_id == item.source_id, ic.url == item.url
+                    )
+                ).first()
         if row is not None:
             changed = (row.title, row.summary, row.content, row.link) != (
                 item.title,
@@ -501,21 +597,25 @@ class Store:
                 )
                 .returning(t.stories.c.id)
             ).scalar_one()
-        for key in keys:
+        for n, key in enumerate(keys):
             owner_story = self._claim_key(conn, key, story_id)
-            if owner_story != story_id and created:
-                # Another ingest claimed this copy's URL first: join its story instead.
+            if owner_story == story_id or not (created or n == 0):
+                continue
+            # A concurrent ingest committed this key for another story after our lookup
+            # (on PostgreSQL the insert waited for it): join that story, as if it had come
+            # first. A story we created for this copy is still empty: delete it.
+            if created:
                 conn.execute(delete(t.story_keys).where(t.story_keys.c.story_id == story_id))
                 conn.execute(delete(t.stories).where(t.stories.c.id == story_id))
-                story_id, created = owner_story, False
-                for other in keys:
-                    self._claim_key(conn, other, story_id)
-                break
+            story_id, created, merge_ids = owner_story, False, []
+            for other in keys:
+                self._claim_key(conn, other, story_id)
+            break
         item_id = conn.execute(
             insert(t.items)
             .values(
                 source_id=item.source_id,
-                guid=item.guid,
+                guid=guid,
                 story_id=story_id,
                 url=item.url,
                 link=item.link,
@@ -688,16 +788,18 @@ class Store:
 
     def _bump_topics(self, conn: Connection, topic_ids: Collection[str], now: datetime) -> None:
         c = t.topic_versions.c
-        for topic_id in sorted(topic_ids):
-            result = conn.execute(
-                update(t.topic_versions)
-                .where(c.topic_id == topic_id)
-                .values(version=c.version + 1, updated_at=now)
-            )
-            if result.rowcount == 0:
-                conn.execute(
-                    insert(t.topic_versions).values(topic_id=topic_id, version=1, updated_at=now)
+        bump = update(t.topic_versions).values(version=c.version + 1, updated_at=now)
+        for topic_id in sorted(topic_ids):  # one order in every worker: no deadlock here
+            if conn.execute(bump.where(c.topic_id == topic_id)).rowcount == 0:
+                # A new topic. Another worker may be creating its row too: insert or wait for
+                # theirs, then bump, so neither change goes without its own version.
+                self._insert_ignore(
+                    conn,
+                    t.topic_versions,
+                    {"topic_id": topic_id, "version": 0, "updated_at": now},
+                    ["topic_id"],
                 )
+                conn.execute(bump.where(c.topic_id == topic_id))
 
     def _record_outcome(self, conn: Connection, outcome: PollOutcome) -> None:
         c = t.sources.c
@@ -746,6 +848,21 @@ class Store:
         with self._read() as conn:
             for row in conn.execute(query):
                 yield int(row.id), str(row.uid), bytes(row.features)
+
+    # ------------------------------------------------------------------ settings
+
+    def get_setting(self, key: str) -> str | None:
+        with self._read() as conn:
+            value = conn.execute(select(t.settings.c.value).where(t.settings.c.key == key)).scalar()
+        return None if value is None else str(value)
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._lock, self._write() as conn:
+            done = conn.execute(
+                update(t.settings).where(t.settings.c.key == key).values(value=value)
+            ).rowcount
+            if not done:
+                self._insert_ignore(conn, t.settings, {"key": key, "value": value}, ["key"])
 
     # ------------------------------------------------------------------ topics
 
@@ -877,7 +994,10 @@ class Store:
         return views
 
     def match_rows(self, published_after: datetime) -> Iterator[MatchRow]:
-        """Every item of the stories in the window, to recompute topic membership."""
+        """Every item of the stories in the window, to recompute topic membership.
+
+        A story's representative comes first, then its other copies in the order stored.
+        """
         ic = t.items.c
         query = (
             select(
@@ -891,7 +1011,7 @@ class Store:
             )
             .join(t.stories, t.stories.c.id == ic.story_id)
             .where(t.stories.c.published_at >= published_after)
-            .order_by(ic.story_id, ic.id)
+            .order_by(ic.story_id, ic.id != t.stories.c.representative_item_id, ic.id)
         )
         with self._read() as conn:
             for r in conn.execute(query):
@@ -919,8 +1039,9 @@ class Store:
         """
         ts = t.topic_stories.c
         window = select(t.stories.c.id).where(t.stories.c.published_at >= published_after)
-        changed: set[str] = set()
-        with self._lock, self._write() as conn:
+
+        def work(conn: Connection) -> int:
+            changed: set[str] = set()
             stale = (
                 conn.execute(
                     select(ts.topic_id).distinct().where(ts.topic_id.not_in(list(topic_ids)))
@@ -974,7 +1095,9 @@ class Store:
             known = set(conn.execute(select(t.topic_versions.c.topic_id)).scalars().all())
             changed.update(tid for tid in topic_ids if tid not in known)
             self._bump_topics(conn, changed, now)
-        return len(changed)
+            return len(changed)
+
+        return self._retrying("replacing topic membership", work)
 
     # ------------------------------------------------------------------ retention
 
@@ -985,7 +1108,8 @@ class Store:
         ``keep_newest[topic]`` stories of every topic. Returns the number of stories deleted.
         With ``now``, the topics that lost stories get a new version (cached pages expire)."""
         st, ts = t.stories.c, t.topic_stories.c
-        with self._lock, self._write() as conn:
+
+        def work(conn: Connection) -> int:
             keep: set[int] = set()
             for topic_id, limit in keep_newest.items():
                 keep.update(
@@ -1012,7 +1136,9 @@ class Store:
                 conn.execute(delete(t.story_keys).where(t.story_keys.c.story_id.in_(chunk)))
                 conn.execute(delete(t.items).where(t.items.c.story_id.in_(chunk)))
                 conn.execute(delete(t.stories).where(st.id.in_(chunk)))
-        return len(old)
+            return len(old)
+
+        return self._retrying("retention", work)
 
     def optimize(self, *, vacuum_ratio: float = 0.25) -> str:
         """Refresh the planner's statistics after deletions; say what was done.
@@ -1073,41 +1199,104 @@ class Store:
         return [dict(r._mapping) for r in rows]
 
     def execute_check(self) -> list[str]:
-        """Problems found by the database's own integrity check (SQLite) and by ours."""
+        """Problems found by the database's own integrity check (SQLite) and by ours.
+
+        Ours: every story has items and its representative is one of them; every item,
+        story key and topic membership belongs to an existing story; each item's primary
+        story key (URL, else content hash) exists and points at the item's story; every
+        topic with stories has a version row. An empty list means a consistent store.
+        """
+        st, ic, ks, ts = t.stories.c, t.items.c, t.story_keys.c, t.topic_stories.c
+        url_key = literal("url:", Text) + func.substr(ic.url, 1, URL_KEY_CHARS, type_=Text)
+        hash_key = literal("hash:", Text) + ic.content_hash
+        primary_key = case((ic.url != "", url_key), else_=hash_key)
+        checks = [
+            (
+                "stories without items",
+                select(func.count()).select_from(t.stories).where(~st.id.in_(select(ic.story_id))),
+            ),
+            (
+                "stories whose representative is not one of their items",
+                select(func.count())
+                .select_from(t.stories)
+                .where(
+                    or_(
+                        st.representative_item_id.is_(None),
+                        ~st.representative_item_id.in_(select(ic.id).where(ic.story_id == st.id)),
+                    )
+                ),
+            ),
+            (
+                "items of a missing story",
+                select(func.count()).select_from(t.items).where(~ic.story_id.in_(select(st.id))),
+            ),
+            (
+                "story keys of a missing story",
+                select(func.count())
+                .select_from(t.story_keys)
+                .where(~ks.story_id.in_(select(st.id))),
+            ),
+            (
+                "topic memberships of a missing story",
+                select(func.count())
+                .select_from(t.topic_stories)
+                .where(~ts.story_id.in_(select(st.id))),
+            ),
+            (
+                "items whose URL or content key does not point at their story",
+                select(func.count())
+                .select_from(t.items)
+                .where(or_(ic.url != "", ic.content_hash != ""))
+                .where(
+                    ~select(ks.key)
+                    .where(ks.key == primary_key, ks.story_id == ic.story_id)
+                    .exists()
+                ),
+            ),
+            (
+                "topics with stories but no version",
+                select(func.count(ts.topic_id.distinct())).where(
+                    ~ts.topic_id.in_(select(t.topic_versions.c.topic_id))
+                ),
+            ),
+        ]
         problems: list[str] = []
         with self._read() as conn:
             if self.is_sqlite:
                 result = conn.execute(text("PRAGMA integrity_check")).scalars().all()
                 if result != ["ok"]:
                     problems.extend(str(r) for r in result)
-            orphans = conn.execute(
-                select(func.count())
-                .select_from(t.stories)
-                .where(~t.stories.c.id.in_(select(t.items.c.story_id)))
-            ).scalar_one()
-            if orphans:
-                problems.append(f"{orphans} stories without items")
-            bad_rep = conn.execute(
-                select(func.count())
-                .select_from(t.stories)
-                .where(
-                    ~t.stories.c.representative_item_id.in_(
-                        select(t.items.c.id).where(t.items.c.story_id == t.stories.c.id)
-                    )
-                )
-            ).scalar_one()
-            if bad_rep:
-                problems.append(f"{bad_rep} stories whose representative is not one of their items")
+            for label, query in checks:
+                count = int(conn.execute(query).scalar_one())
+                if count:
+                    problems.append(f"{count} {label}")
         return problems
 
 
 def _story_keys(item: Item) -> list[str]:
+    """The keys that make two items one story; the first (URL, else content hash) is the
+    item's primary key and always points at the item's own story."""
     keys = []
     if item.url:
-        keys.append("url:" + item.url[:590])
+        keys.append("url:" + item.url[:URL_KEY_CHARS])
     if item.content_hash:
         keys.append("hash:" + item.content_hash)
     return keys
+
+
+def stored_guid(guid: str) -> str:
+    """The GUID as the items table keeps it: a very long one as its SHA-256 digest."""
+    raw = guid.encode("utf-8")
+    if len(raw) <= MAX_GUID_BYTES:
+        return guid
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _is_conflict(e: SQLAlchemyError) -> bool:
+    """A clash with a concurrent transaction that running ours again resolves."""
+    if isinstance(e, IntegrityError):
+        return True
+    return getattr(getattr(e, "orig", None), "sqlstate", None) in _RETRY_SQLSTATES
 
 
 def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
