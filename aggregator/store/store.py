@@ -586,11 +586,12 @@ class Store:
                 story_id = min(matched)
                 merge_ids = sorted(set(matched) - {story_id})
         created = story_id is None
+        new_uid = f"urn:uuid:{uuid.uuid4()}"
         if story_id is None:
             story_id = conn.execute(
                 insert(t.stories)
                 .values(
-                    uid=f"urn:uuid:{uuid.uuid4()}",
+                    uid=new_uid,
                     published_at=item.published,
                     first_seen_at=now,
                     updated_at=now,
@@ -639,10 +640,23 @@ class Store:
         ).scalar_one()
         for loser in merge_ids:
             self._merge_story(conn, loser, story_id, finder, pending)
-        self._choose_representative(conn, story_id)
-        self._add_hits(conn, story_id, entry.hits, now, pending)
-        self._touch_story(conn, story_id, now, pending)
-        uid = conn.execute(select(t.stories.c.uid).where(t.stories.c.id == story_id)).scalar_one()
+        if created and not merge_ids:
+            # A new story's only copy is its representative; the row was inserted with this
+            # item's date and `now`, and its only topics are this item's hits.
+            conn.execute(
+                update(t.stories)
+                .where(t.stories.c.id == story_id)
+                .values(representative_item_id=item_id)
+            )
+            self._add_hits(conn, story_id, entry.hits, now, pending)
+            uid = new_uid
+        else:
+            self._choose_representative(conn, story_id)
+            self._add_hits(conn, story_id, entry.hits, now, pending)
+            self._touch_story(conn, story_id, now, pending)
+            uid = conn.execute(
+                select(t.stories.c.uid).where(t.stories.c.id == story_id)
+            ).scalar_one()
         added.append((item_id, uid, entry.story_features))
         if finder is not None and entry.story_features is not None:
             # Visible at once to the next item of this batch: an agency's follow-up of its
@@ -712,7 +726,15 @@ class Store:
 
     def _claim_key(self, conn: Connection, key: str, story_id: int) -> int:
         """Insert the key for this story unless it exists; return the story that owns it."""
-        self._insert_ignore(conn, t.story_keys, {"key": key, "story_id": story_id}, ["key"])
+        inserted = self._insert_ignore(
+            conn,
+            t.story_keys,
+            {"key": key, "story_id": story_id},
+            ["key"],
+            returning=t.story_keys.c.story_id,
+        )
+        if inserted is not None:
+            return int(inserted)  # ours: no second statement needed
         return int(
             conn.execute(
                 select(t.story_keys.c.story_id).where(t.story_keys.c.key == key)
@@ -760,21 +782,29 @@ class Store:
             pending.topics.add(hit.topic_id)
 
     def _insert_ignore(
-        self, conn: Connection, table: Any, values: dict[str, Any], keys: list[str]
-    ) -> None:
-        """INSERT … ON CONFLICT DO NOTHING on both backends."""
+        self,
+        conn: Connection,
+        table: Any,
+        values: dict[str, Any],
+        keys: list[str],
+        *,
+        returning: Any = None,
+    ) -> Any:
+        """INSERT … ON CONFLICT DO NOTHING on both backends; with ``returning``, the value of
+        that column for an inserted row, or None when the row existed."""
         if self.is_sqlite:
             from sqlalchemy.dialects import sqlite
 
-            conn.execute(
-                sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=keys)
-            )
+            stmt: Any = sqlite.insert(table)
         else:
             from sqlalchemy.dialects import postgresql
 
-            conn.execute(
-                postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=keys)
-            )
+            stmt = postgresql.insert(table)
+        stmt = stmt.values(values).on_conflict_do_nothing(index_elements=keys)
+        if returning is None:
+            conn.execute(stmt)
+            return None
+        return conn.execute(stmt.returning(returning)).scalar()
 
     def _touch_story(
         self, conn: Connection, story_id: int, now: datetime, pending: _Pending
