@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -40,6 +41,7 @@ class CachedFeed:
     version: int
     rendered: feeds.RenderedFeed
     gzipped: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # ETag, Last-Modified, caching
 
 
 @dataclass
@@ -92,15 +94,17 @@ def _not_modified(request: Request, etag: str, updated: datetime) -> bool:
 
 
 def create_app(state: AppState, *, refresh_interval: float = 1.0) -> Starlette:
-    def current_version(topic_id: str) -> int:
-        if time.monotonic() - state.versions_checked > refresh_interval:
-            # On a store error serve what we have; /healthz reports the store.
-            with contextlib.suppress(StoreError):
-                state.refresh_versions()
-        v = state.versions.get(topic_id)
-        return v.version if v else 0
+    def refresh_due() -> bool:
+        return time.monotonic() - state.versions_checked > refresh_interval
 
-    def topic_feed(request: Request) -> Response:
+    def refresh_versions() -> None:
+        # On a store error serve what we have; /healthz reports the store.
+        with contextlib.suppress(StoreError):
+            state.refresh_versions()
+
+    async def topic_feed(request: Request) -> Response:
+        # async, and the store is only touched in the thread pool on a miss: a cached 200 or
+        # a 304 is answered on the event loop without a thread hop or a query.
         name = request.path_params["name"]
         topic_id, _, fmt = name.rpartition(".")
         try:
@@ -111,34 +115,43 @@ def create_app(state: AppState, *, refresh_interval: float = 1.0) -> Starlette:
         topic = config.topic(topic_id)
         if topic is None or fmt not in feeds.FORMATS:
             return PlainTextResponse("no such topic\n", status_code=404)
+        if refresh_due():
+            await run_in_threadpool(refresh_versions)
+        current = state.versions.get(topic_id)
+        version = current.version if current else 0
         key = (topic_id, fmt, page)
-        version = current_version(topic_id)
         cached = state.cache.get(key)
         if cached is None or cached.version != version:
             try:
-                rendered = feeds.render_topic(state.store, config, topic_id, fmt, page)
+                rendered = await run_in_threadpool(
+                    feeds.render_topic, state.store, config, topic_id, fmt, page
+                )
             except feeds.PageNotFound:
                 return PlainTextResponse("no such page\n", status_code=404)
             except StoreError as e:
                 log.error("cannot render topic=%s: %s", topic_id, e)
                 return PlainTextResponse("store unavailable\n", status_code=503)
-            cached = CachedFeed(rendered.version, rendered)
+            max_age = int(min(feeds.shortest_interval(config, topic), 3600))
+            cached = CachedFeed(
+                rendered.version,
+                rendered,
+                headers={
+                    "ETag": rendered.etag,
+                    "Last-Modified": _http_date(rendered.updated),
+                    "Cache-Control": f"public, max-age={max_age}",
+                    "Vary": "Accept-Encoding",
+                },
+            )
             if state.config is config:
                 state.cache[key] = cached
         rendered = cached.rendered
-        max_age = int(min(feeds.shortest_interval(config, topic), 3600))
-        headers = {
-            "ETag": rendered.etag,
-            "Last-Modified": _http_date(rendered.updated),
-            "Cache-Control": f"public, max-age={max_age}",
-            "Vary": "Accept-Encoding",
-        }
+        headers = dict(cached.headers)
         if _not_modified(request, rendered.etag, rendered.updated):
             return Response(status_code=304, headers=headers)
         body = rendered.body
         if "gzip" in request.headers.get("accept-encoding", "") and len(body) > 512:
             if cached.gzipped is None:
-                cached.gzipped = gzip.compress(body, compresslevel=6, mtime=0)
+                cached.gzipped = await run_in_threadpool(gzip.compress, body, 6, mtime=0)
             body = cached.gzipped
             headers["Content-Encoding"] = "gzip"
         return Response(body, media_type=rendered.media_type, headers=headers)
