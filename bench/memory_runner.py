@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from aggregator.config import load_config
 from aggregator.pipeline import Poller
 from aggregator.store import Store
+from bench.profile import short_paths
 
 
 def main() -> int:
@@ -59,7 +60,7 @@ def main() -> int:
     ]
     for stat in snapshot.statistics("lineno")[: args.top]:
         frame = stat.traceback[0]
-        where = f"{frame.filename}:{frame.lineno}".replace(sys.prefix, "<venv>")
+        where = short_paths(f"{frame.filename}:{frame.lineno}")
         lines.append(f"{stat.size / 2**20:8.2f} MB {stat.count:9,} blocks  {where}")
     print("\n".join(lines))
     poller.close()

@@ -69,7 +69,7 @@ class AllThreads:
         return stats
 
 
-def _short(line: str) -> str:
+def short_paths(line: str) -> str:
     """Paths relative to the project, the standard library and the virtualenv."""
     import sysconfig
 
@@ -85,7 +85,7 @@ def top(stats: pstats.Stats, sort: str, limit: int) -> str:
     lines = out.getvalue().splitlines()
     start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
     total = next((line.strip() for line in lines if "function calls" in line), "")
-    body = [_short(line.rstrip()) for line in lines[start:] if line.strip()]
+    body = [short_paths(line.rstrip()) for line in lines[start:] if line.strip()]
     return "\n".join([total, *body])
 
 
@@ -109,7 +109,7 @@ def profile(argv: list[str], limit: int, out: str | None) -> str:
     if out:
         stats.dump_stats(out)
     return (
-        f"python -m {_short(' '.join(argv))}: exit {code}, {wall:.1f} s wall under the profiler "
+        f"python -m {short_paths(' '.join(argv))}: exit {code}, {wall:.1f} s wall under the profiler "
         f"(CPU time per function, all threads)\n"
         + "\n-- by cumulative time --\n"
         + top(stats, "cumulative", limit)
@@ -138,7 +138,7 @@ def memory(argv: list[str], limit: int) -> str:
     ]
     for stat in snapshot.statistics("lineno")[:limit]:
         frame = stat.traceback[0]
-        where = _short(f"{frame.filename}:{frame.lineno}")
+        where = short_paths(f"{frame.filename}:{frame.lineno}")
         lines.append(f"{stat.size / 2**20:8.2f} MB {stat.count:9,} blocks  {where}")
     return "\n".join(lines)
 
