@@ -319,12 +319,7 @@ class Daemon:
         try:
             self.state.scheduler_heartbeat = time.monotonic()
             now = self.clock()
-            due = self.store.claim_due(
-                now,
-                owner=self.poller.owner,
-                lease_seconds=self.poller.lease_seconds(),
-                limit=5000,
-            )
+            due = self.poller.claim_due(now)
             late = [(now - s.next_poll_at).total_seconds() for s in due if s.next_poll_at]
             metrics.SCHEDULER_LAG.set(max(0.0, *late) if late else 0.0)
             if due:

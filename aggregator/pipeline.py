@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 GONE_PAUSE = timedelta(days=3650)  # a 410 source is disabled; this only keeps next_poll sane
 STORY_WINDOW = timedelta(hours=72)
 PROCESS_POOL_MIN_SOURCES = 8  # smaller rounds parse in their polling threads
+MAX_CLAIM = 5000  # due sources leased by one worker per tick
 RULES_SETTING = "topic_rules"  # fingerprint of the rules the stored membership follows
 
 
@@ -184,11 +185,13 @@ class Poller:
     # ------------------------------------------------------------------ polling
 
     def poll_due(self, now: datetime | None = None) -> list[PollReport]:
-        now = now or self.clock()
-        states = self.store.claim_due(
-            now, owner=self.owner, lease_seconds=self.lease_seconds(), limit=5000
+        return self.poll_states(self.claim_due(now or self.clock()))
+
+    def claim_due(self, now: datetime) -> list[SourceState]:
+        """Lease the sources due at ``now`` that no other worker holds."""
+        return self.store.claim_due(
+            now, owner=self.owner, lease_seconds=self.lease_seconds(), limit=MAX_CLAIM
         )
-        return self.poll_states(states)
 
     def poll_now(self, source_ids: Sequence[str] | None = None) -> list[PollReport]:
         """Poll the named (or all enabled) sources now, due or not."""

@@ -76,7 +76,6 @@ from aggregator.errors import StoreError
 from aggregator.store import tables as t
 from aggregator.types import (
     Copy,
-    Enclosure,
     IngestCounts,
     Item,
     PollOutcome,
@@ -462,14 +461,6 @@ class Store:
                 .where(c.id.in_(list(source_ids)), c.lease_owner == owner)
                 .values(lease_owner=None, lease_expires_at=None)
             )
-
-    def next_due(self) -> datetime | None:
-        c = t.sources.c
-        with self._read() as conn:
-            value: datetime | None = conn.execute(
-                select(func.min(c.next_poll_at)).where(c.configured.is_(True), c.enabled.is_(True))
-            ).scalar()
-        return value
 
     # ------------------------------------------------------------------ ingest
 
@@ -1354,7 +1345,3 @@ def _state(row: Any, items_total: int, items_24h: int) -> SourceState:
         items_total=int(items_total),
         items_24h=int(items_24h),
     )
-
-
-def enclosures_from_json(value: str) -> tuple[Enclosure, ...]:
-    return tuple(Enclosure(u, ty, ln) for u, ty, ln in json.loads(value or "[]"))
