@@ -13,7 +13,6 @@ import os
 import pty
 import queue
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +31,16 @@ import lxml.html
 import pytest
 import requests
 import yaml
-from conftest import CIS_SECURITY, DATA, FeedServer, make_web_config, serve_app, write_config
+from conftest import (
+    CHROMIUM,
+    CIS_SECURITY,
+    DATA,
+    FeedServer,
+    chromium,
+    make_web_config,
+    serve_app,
+    write_config,
+)
 from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -544,31 +552,7 @@ def test_healthz_503_when_the_scheduler_stalled(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- status page
 
 
-def chromium(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("chromium")
-    assert exe is not None
-    return subprocess.run(
-        [
-            exe,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=True,
-    )
-
-
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_status_page_in_headless_chromium(
     tmp_path: Path, feed_server: FeedServer, services: list[Service]
 ) -> None:
@@ -581,7 +565,7 @@ def test_status_page_in_headless_chromium(
     sources.write_text(sources.read_text().replace("timeout: 2s", "timeout: 2 seconds"))
     wait_for(lambda: service.status()["reload_error"], 15, "reload error")
 
-    page = chromium("--dump-dom", service.base + "/status", tmp_path=tmp_path).stdout
+    page = chromium(tmp_path, "--dump-dom", service.base + "/status").stdout
     dom = lxml.html.fromstring(page)
     (banner,) = dom.xpath("//*[@class='reload-error']")
     text = banner.text_content()
@@ -600,11 +584,11 @@ def test_status_page_in_headless_chromium(
     shot = ARTIFACTS / "status.png"
     shot.unlink(missing_ok=True)
     chromium(
+        tmp_path,
         f"--screenshot={shot}",
         "--window-size=1280,800",
         "--hide-scrollbars",
         service.base + "/status",
-        tmp_path=tmp_path,
     )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert service.terminate() == 0
