@@ -39,6 +39,7 @@ PostgreSQL (psycopg 3; production and scale-out): several worker processes share
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -55,6 +56,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import (
     Connection,
     Engine,
+    bindparam,
     case,
     create_engine,
     delete,
@@ -161,6 +163,71 @@ class MatchRow:
 @dataclass
 class _Pending:
     topics: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Batch:
+    """What one ingest has decided so far, before it is written."""
+
+    key_owner: dict[str, int] = field(default_factory=dict)  # stored and planned story keys
+    new_keys: dict[str, int] = field(default_factory=dict)  # the planned ones
+    planned: list[tuple[IngestEntry, str, int]] = field(default_factory=list)  # entry, guid, story
+    copies: dict[int, int] = field(default_factory=dict)  # planned items per story
+    choose: set[int] = field(default_factory=set)  # stories whose representative may change
+    touched: set[int] = field(default_factory=set)  # stories with a new copy or an edit
+    hits: list[tuple[int, tuple[TopicHit, ...]]] = field(default_factory=list)
+    new_urls: set[str] = field(default_factory=set)
+    uid_of: dict[int, str] = field(default_factory=dict)
+    id_of_uid: dict[str, int | None] = field(default_factory=dict)
+
+    def merged(self, loser: int, survivor: int) -> None:
+        """Re-file everything planned for story ``loser`` under ``survivor`` at once: SQLite
+        may give a story created later in this batch the loser's id again."""
+
+        def fix(story_id: int) -> int:
+            return survivor if story_id == loser else story_id
+
+        self.key_owner = {k: fix(s) for k, s in self.key_owner.items()}
+        self.new_keys = {k: fix(s) for k, s in self.new_keys.items()}
+        self.planned = [(e, g, fix(s)) for e, g, s in self.planned]
+        self.copies[survivor] = self.copies.get(survivor, 0) + self.copies.pop(loser, 0)
+        for group in (self.choose, self.touched):
+            if loser in group:
+                group.discard(loser)
+                group.add(survivor)
+        self.hits = [(fix(s), h) for s, h in self.hits]
+        self.id_of_uid = {u: None if s is None else fix(s) for u, s in self.id_of_uid.items()}
+        self.uid_of.pop(loser, None)
+
+
+class _KeyTaken(Exception):
+    """A concurrent ingest took a story key this one planned to claim: run it again."""
+
+
+def _item_row(entry: IngestEntry, guid: str, story_id: int, now: datetime) -> dict[str, Any]:
+    item = entry.item
+    return {
+        "source_id": item.source_id,
+        "guid": guid,
+        "story_id": story_id,
+        "url": item.url,
+        "link": item.link,
+        "title": item.title,
+        "summary": item.summary,
+        "content": item.content,
+        "published_at": item.published,
+        "updated_at": item.updated,
+        "first_seen_at": now,
+        "language": item.language,
+        "author": item.author,
+        "categories": json.dumps(list(item.categories), ensure_ascii=False),
+        "enclosures": json.dumps(
+            [[e.url, e.type, e.length] for e in item.enclosures], ensure_ascii=False
+        ),
+        "content_hash": item.content_hash,
+        "features": entry.features,
+        "revisions": 0,
+    }
 
 
 def _is_sqlite(url: str) -> bool:
@@ -292,12 +359,12 @@ class Store:
             try:
                 with self._lock, self._write() as conn:
                     return work(conn)
-            except SQLAlchemyError as e:
-                if not _is_conflict(e):
+            except (SQLAlchemyError, _KeyTaken) as e:
+                if isinstance(e, SQLAlchemyError) and not _is_conflict(e):
                     raise StoreError(f"{what} failed: {e.__class__.__name__}: {e}") from e
-                log.debug("%s conflicted with another worker, retrying: %s", what, e)
+                log.debug("%s conflicted with another worker, retrying: %r", what, e)
                 if attempt == WRITE_ATTEMPTS - 1:
-                    raise StoreError(f"{what} kept conflicting: {e}") from e
+                    raise StoreError(f"{what} kept conflicting: {e!r}") from e
             time.sleep(random.uniform(0, 0.01 * 2**attempt))  # let the other one finish
         raise AssertionError("unreachable")
 
@@ -487,8 +554,10 @@ class Store:
             pending = _Pending()
             counts = IngestCounts()
             added: list[tuple[int, str, Any]] = []
-            for entry in entries:
-                counts = counts + self._ingest_one(conn, entry, finder, now, pending, added)
+            if entries:
+                counts = self._ingest_batch(
+                    conn, outcome.source_id, entries, finder, now, pending, added
+                )
             self._record_outcome(conn, outcome)
             self._bump_topics(conn, pending.topics, now)
             return IngestResult(counts, tuple(added))
@@ -510,150 +579,306 @@ class Store:
         row = conn.execute(query).first()
         return row is not None and row.lease_owner in (None, owner)
 
-    def _ingest_one(
+    def _ingest_batch(
         self,
         conn: Connection,
-        entry: IngestEntry,
+        source_id: str,
+        entries: Sequence[IngestEntry],
         finder: StoryFinder | None,
         now: datetime,
         pending: _Pending,
         added: list[tuple[int, str, Any]],
     ) -> IngestCounts:
-        item = entry.item
-        ic = t.items.c
-        guid = stored_guid(item.guid)
-        columns = (ic.id, ic.story_id, ic.title, ic.summary, ic.content, ic.link, ic.revisions)
-        row = conn.execute(
-            select(*columns).where(ic.source_id == item.source_id, ic.guid == guid)
-        ).first()
-        if row is None and item.url:
-            # A feed that invents a new GUID on every poll of the same article: the same
-            # source and canonical URL is the same item, not a new copy each poll.
-            story = self._story_by_keys(conn, _story_keys(item)[:1])
-            if story is not None:
-                row = conn.execute(
-                    select(*columns).where(
-                        ic.story_id == story, ic.source_id == item.source_id, ic.url == item.url
-                    )
-                ).first()
-        if row is not None:
-            changed = (row.title, row.summary, row.content, row.link) != (
-                item.title,
-                item.summary,
-                item.content,
-                item.link,
-            )
-            if not changed or row.revisions >= MAX_REVISIONS:
-                return IngestCounts(unchanged=1)
-            conn.execute(
-                update(t.items)
-                .where(ic.id == row.id)
-                .values(
-                    title=item.title,
-                    summary=item.summary,
-                    content=item.content,
-                    link=item.link,
-                    updated_at=item.updated,
-                    categories=json.dumps(list(item.categories), ensure_ascii=False),
-                    revisions=row.revisions + 1,
-                )
-            )
-            self._add_hits(conn, row.story_id, entry.hits, now, pending)
-            self._touch_story(conn, row.story_id, now, pending)
-            return IngestCounts(updated=1)
+        """One poll's entries with a handful of statements, not a few per entry.
 
+        The stored state is read at once (rows by GUID, owners of every story key); each
+        entry's story is decided in feed order against that state plus the entries before
+        it; then items, keys, topic hits and story updates are written in bulk. Only a new
+        story (its id is needed at once) and a copy joining a stored story (its uid, for the
+        index) cost a statement of their own.
+        """
+        batch = _Batch()
+        guids = [stored_guid(e.item.guid) for e in entries]
+        existing = self._rows_by_guid(conn, source_id, guids)
+        fresh = [e for e, g in zip(entries, guids, strict=True) if g not in existing]
+        batch.key_owner = self._key_owners(conn, {k for e in fresh for k in _story_keys(e.item)})
+        by_url = self._rows_by_url(conn, source_id, fresh, batch.key_owner)
+        counts = IngestCounts()
+        updates: list[dict[str, Any]] = []
+        for entry, guid in zip(entries, guids, strict=True):
+            item = entry.item
+            row = existing.get(guid)
+            if row is None and item.url:
+                # A feed that invents a new GUID on every poll of the same article: the same
+                # source and canonical URL is the same item, not a new copy each poll.
+                row = by_url.get(item.url)
+                if row is None and item.url in batch.new_urls:
+                    counts = counts + IngestCounts(unchanged=1)  # listed twice in this poll
+                    continue
+            if row is not None:
+                changed = (row.title, row.summary, row.content, row.link) != (
+                    item.title,
+                    item.summary,
+                    item.content,
+                    item.link,
+                )
+                if not changed or row.revisions >= MAX_REVISIONS:
+                    counts = counts + IngestCounts(unchanged=1)
+                    continue
+                updates.append(
+                    {
+                        "b_id": row.id,
+                        "b_title": item.title,
+                        "b_summary": item.summary,
+                        "b_content": item.content,
+                        "b_link": item.link,
+                        "b_updated": item.updated,
+                        "b_categories": json.dumps(list(item.categories), ensure_ascii=False),
+                        "b_revisions": row.revisions + 1,
+                    }
+                )
+                batch.hits.append((row.story_id, entry.hits))
+                batch.touched.add(row.story_id)
+                counts = counts + IngestCounts(updated=1)
+                continue
+            created = self._plan_new(conn, batch, entry, guid, finder, now, pending)
+            if item.url:
+                batch.new_urls.add(item.url)
+            counts = counts + (IngestCounts(new=1) if created else IngestCounts(duplicate=1))
+        self._write_batch(conn, batch, updates, now, pending, added)
+        return counts
+
+    def _plan_new(
+        self,
+        conn: Connection,
+        batch: _Batch,
+        entry: IngestEntry,
+        guid: str,
+        finder: StoryFinder | None,
+        now: datetime,
+        pending: _Pending,
+    ) -> bool:
+        """Decide the story of a new item (creating or merging stories as needed); True when
+        it starts a new story."""
+        item = entry.item
         keys = _story_keys(item)
-        story_id = self._story_by_keys(conn, keys)
+        story_id = next((batch.key_owner[k] for k in keys if k in batch.key_owner), None)
         merge_ids: list[int] = []
         if story_id is None and finder is not None and entry.story_features is not None:
-            matched = [
+            matched = {
                 sid
                 for m in finder.find_all(entry.story_features)
-                if (sid := self._story_by_uid(conn, m.story_key)) is not None
-            ]
+                if (sid := self._batch_story_by_uid(conn, batch, m.story_key)) is not None
+            }
             if matched:
                 # A copy that matches several stories shows they are one: the oldest keeps
-                # its id and the others are merged into it below.
+                # its id and the others are merged into it.
                 story_id = min(matched)
-                merge_ids = sorted(set(matched) - {story_id})
+                merge_ids = sorted(matched - {story_id})
         created = story_id is None
-        new_uid = f"urn:uuid:{uuid.uuid4()}"
         if story_id is None:
-            story_id = conn.execute(
-                insert(t.stories)
-                .values(
-                    uid=new_uid,
-                    published_at=item.published,
-                    first_seen_at=now,
-                    updated_at=now,
-                )
-                .returning(t.stories.c.id)
-            ).scalar_one()
-        for n, key in enumerate(keys):
-            owner_story = self._claim_key(conn, key, story_id)
-            if owner_story == story_id or not (created or n == 0):
-                continue
-            # A concurrent ingest committed this key for another story after our lookup
-            # (on PostgreSQL the insert waited for it): join that story, as if it had come
-            # first. A story we created for this copy is still empty: delete it.
-            if created:
-                conn.execute(delete(t.story_keys).where(t.story_keys.c.story_id == story_id))
-                conn.execute(delete(t.stories).where(t.stories.c.id == story_id))
-            story_id, created, merge_ids = owner_story, False, []
-            for other in keys:
-                self._claim_key(conn, other, story_id)
-            break
-        item_id = conn.execute(
-            insert(t.items)
-            .values(
-                source_id=item.source_id,
-                guid=guid,
-                story_id=story_id,
-                url=item.url,
-                link=item.link,
-                title=item.title,
-                summary=item.summary,
-                content=item.content,
-                published_at=item.published,
-                updated_at=item.updated,
-                first_seen_at=now,
-                language=item.language,
-                author=item.author,
-                categories=json.dumps(list(item.categories), ensure_ascii=False),
-                enclosures=json.dumps(
-                    [[e.url, e.type, e.length] for e in item.enclosures], ensure_ascii=False
-                ),
-                content_hash=item.content_hash,
-                features=entry.features,
-                revisions=0,
+            uid = f"urn:uuid:{uuid.uuid4()}"
+            story_id = int(
+                conn.execute(
+                    self._insert_story,
+                    {
+                        "uid": uid,
+                        "published_at": item.published,
+                        "first_seen_at": now,
+                        "updated_at": now,
+                    },
+                ).scalar_one()
             )
-            .returning(ic.id)
-        ).scalar_one()
+            batch.uid_of[story_id] = uid
+            batch.id_of_uid[uid] = story_id
+        for key in keys:
+            if key not in batch.key_owner:
+                batch.key_owner[key] = story_id
+                batch.new_keys[key] = story_id
         for loser in merge_ids:
             self._merge_story(conn, loser, story_id, finder, pending)
-        if created and not merge_ids:
-            # A new story's only copy is its representative; the row was inserted with this
-            # item's date and `now`, and its only topics are this item's hits.
-            conn.execute(
-                update(t.stories)
-                .where(t.stories.c.id == story_id)
-                .values(representative_item_id=item_id)
-            )
-            self._add_hits(conn, story_id, entry.hits, now, pending)
-            uid = new_uid
-        else:
-            self._choose_representative(conn, story_id)
-            self._add_hits(conn, story_id, entry.hits, now, pending)
-            self._touch_story(conn, story_id, now, pending)
-            uid = conn.execute(
-                select(t.stories.c.uid).where(t.stories.c.id == story_id)
-            ).scalar_one()
-        added.append((item_id, uid, entry.story_features))
+            batch.merged(loser, story_id)
+        batch.planned.append((entry, guid, story_id))
+        batch.copies[story_id] = batch.copies.get(story_id, 0) + 1
+        if not created or merge_ids:
+            batch.touched.add(story_id)
+            batch.choose.add(story_id)
+        batch.hits.append((story_id, entry.hits))
         if finder is not None and entry.story_features is not None:
             # Visible at once to the next item of this batch: an agency's follow-up of its
             # own story then joins it (a rolled-back add only points at a missing story).
-            finder.add(uid, entry.story_features)
-        return IngestCounts(new=1) if created else IngestCounts(duplicate=1)
+            finder.add(self._batch_uid(conn, batch, story_id), entry.story_features)
+        return created
+
+    def _write_batch(
+        self,
+        conn: Connection,
+        batch: _Batch,
+        updates: list[dict[str, Any]],
+        now: datetime,
+        pending: _Pending,
+        added: list[tuple[int, str, Any]],
+    ) -> None:
+        if batch.new_keys:
+            claims = sorted(batch.new_keys.items())
+            conn.execute(
+                self._insert_ignore_stmt(t.story_keys, ["key"]),
+                [{"key": k, "story_id": s} for k, s in claims],
+            )
+            if not self.is_sqlite:
+                # A concurrent ingest committed one of these keys for another story after
+                # our lookup (the insert waited for it): run the whole ingest again, and
+                # it then joins that story as if it had come first. (SQLite has one writer.)
+                owners = self._key_owners(conn, {k for k, _ in claims})
+                if any(owners.get(k) != s for k, s in claims):
+                    raise _KeyTaken()
+        if batch.planned:
+            ic = t.items.c
+            rows = conn.execute(
+                insert(t.items).returning(ic.id, sort_by_parameter_order=True),
+                [_item_row(entry, guid, sid, now) for entry, guid, sid in batch.planned],
+            ).all()
+            single = []
+            for (entry, _guid, story_id), row in zip(batch.planned, rows, strict=True):
+                added.append(
+                    (int(row.id), self._batch_uid(conn, batch, story_id), entry.story_features)
+                )
+                if story_id not in batch.choose and batch.copies.get(story_id) == 1:
+                    # a new story's only copy is its representative
+                    single.append({"b_story": story_id, "b_item": int(row.id)})
+            if single:
+                sc = t.stories.c
+                conn.execute(
+                    update(t.stories)
+                    .where(sc.id == bindparam("b_story"))
+                    .values(representative_item_id=bindparam("b_item")),
+                    single,
+                )
+        for story_id in sorted(batch.choose | {s for s, n in batch.copies.items() if n > 1}):
+            self._choose_representative(conn, story_id)
+        if updates:
+            ic = t.items.c
+            conn.execute(
+                update(t.items)
+                .where(ic.id == bindparam("b_id"))
+                .values(
+                    title=bindparam("b_title"),
+                    summary=bindparam("b_summary"),
+                    content=bindparam("b_content"),
+                    link=bindparam("b_link"),
+                    updated_at=bindparam("b_updated"),
+                    categories=bindparam("b_categories"),
+                    revisions=bindparam("b_revisions"),
+                ),
+                updates,
+            )
+        hit_rows: dict[tuple[str, int], dict[str, Any]] = {}
+        for sid, hits in batch.hits:
+            for hit in hits:
+                hit_rows.setdefault(
+                    (hit.topic_id, sid),
+                    {
+                        "topic_id": hit.topic_id,
+                        "story_id": sid,
+                        "terms": json.dumps(list(hit.terms), ensure_ascii=False),
+                        "added_at": now,
+                    },
+                )
+                pending.topics.add(hit.topic_id)
+        if hit_rows:
+            conn.execute(
+                self._insert_ignore_stmt(t.topic_stories, ["topic_id", "story_id"]),
+                list(hit_rows.values()),
+            )
+        touched = sorted({s for s in batch.touched})
+        if touched:
+            sc, ts = t.stories.c, t.topic_stories.c
+            conn.execute(
+                update(t.stories).where(sc.id == bindparam("b_story")).values(updated_at=now),
+                [{"b_story": s} for s in touched],
+            )
+            for chunk in _chunks(touched, 500):
+                pending.topics.update(
+                    conn.execute(
+                        select(ts.topic_id).distinct().where(ts.story_id.in_(chunk))
+                    ).scalars()
+                )
+
+    def _rows_by_guid(
+        self, conn: Connection, source_id: str, guids: Sequence[str]
+    ) -> dict[str, Any]:
+        ic = t.items.c
+        found: dict[str, Any] = {}
+        for chunk in _chunks(sorted(set(guids)), 500):
+            query = select(
+                ic.guid, ic.id, ic.story_id, ic.title, ic.summary, ic.content, ic.link, ic.revisions
+            ).where(ic.source_id == source_id, ic.guid.in_(chunk))
+            found.update((row.guid, row) for row in conn.execute(query))
+        return found
+
+    def _key_owners(self, conn: Connection, keys: Collection[str]) -> dict[str, int]:
+        sk = t.story_keys.c
+        owners: dict[str, int] = {}
+        for chunk in _chunks(sorted(keys), 500):
+            owners.update(
+                (row.key, int(row.story_id))
+                for row in conn.execute(select(sk.key, sk.story_id).where(sk.key.in_(chunk)))
+            )
+        return owners
+
+    def _rows_by_url(
+        self,
+        conn: Connection,
+        source_id: str,
+        entries: Sequence[IngestEntry],
+        key_owner: Mapping[str, int],
+    ) -> dict[str, Any]:
+        """Stored items of this source by canonical URL, for entries whose URL key is known."""
+        stories = {
+            key_owner[key]
+            for e in entries
+            if e.item.url and (key := _story_keys(e.item)[0]) in key_owner
+        }
+        if not stories:
+            return {}
+        ic = t.items.c
+        urls = {e.item.url for e in entries if e.item.url}
+        found: dict[str, Any] = {}
+        for chunk in _chunks(sorted(stories), 500):
+            query = select(
+                ic.url, ic.id, ic.story_id, ic.title, ic.summary, ic.content, ic.link, ic.revisions
+            ).where(ic.source_id == source_id, ic.story_id.in_(chunk))
+            for row in conn.execute(query):
+                if row.url in urls:
+                    found.setdefault(row.url, row)
+        return found
+
+    def _batch_story_by_uid(self, conn: Connection, batch: _Batch, uid: str) -> int | None:
+        if uid not in batch.id_of_uid:
+            batch.id_of_uid[uid] = self._story_by_uid(conn, uid)
+        found = batch.id_of_uid[uid]
+        return found
+
+    def _batch_uid(self, conn: Connection, batch: _Batch, story_id: int) -> str:
+        if story_id not in batch.uid_of:
+            batch.uid_of[story_id] = conn.execute(
+                select(t.stories.c.uid).where(t.stories.c.id == story_id)
+            ).scalar_one()
+        return batch.uid_of[story_id]
+
+    @functools.cached_property
+    def _insert_story(self) -> Any:
+        return insert(t.stories).returning(t.stories.c.id)
+
+    def _insert_ignore_stmt(self, table: Any, keys: list[str]) -> Any:
+        """INSERT … ON CONFLICT DO NOTHING on both backends (values given at execution)."""
+        if self.is_sqlite:
+            from sqlalchemy.dialects import sqlite
+
+            return sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
 
     def _story_by_uid(self, conn: Connection, uid: str) -> int | None:
         """The story with this uid, or the one it was merged into."""
@@ -703,18 +928,6 @@ class Store:
             finder.merge(loser_uid, survivor_uid)
         log.info("merged story %s into %s", loser_uid, survivor_uid)
 
-    def _story_by_keys(self, conn: Connection, keys: Sequence[str]) -> int | None:
-        if not keys:
-            return None
-        rows = conn.execute(
-            select(t.story_keys.c.key, t.story_keys.c.story_id).where(t.story_keys.c.key.in_(keys))
-        ).all()
-        found = {r.key: r.story_id for r in rows}
-        for key in keys:  # the URL key wins over the content hash
-            if key in found:
-                return int(found[key])
-        return None
-
     def _claim_key(self, conn: Connection, key: str, story_id: int) -> int:
         """Insert the key for this story unless it exists; return the story that owns it."""
         inserted = self._insert_ignore(
@@ -748,30 +961,6 @@ class Store:
                 .values(representative_item_id=rep.id, published_at=rep.published_at)
             )
 
-    def _add_hits(
-        self,
-        conn: Connection,
-        story_id: int,
-        hits: Sequence[TopicHit],
-        now: datetime,
-        pending: _Pending,
-    ) -> None:
-        if not hits:
-            return
-        for hit in hits:
-            self._insert_ignore(
-                conn,
-                t.topic_stories,
-                {
-                    "topic_id": hit.topic_id,
-                    "story_id": story_id,
-                    "terms": json.dumps(list(hit.terms), ensure_ascii=False),
-                    "added_at": now,
-                },
-                ["topic_id", "story_id"],
-            )
-            pending.topics.add(hit.topic_id)
-
     def _insert_ignore(
         self,
         conn: Connection,
@@ -796,16 +985,6 @@ class Store:
             conn.execute(stmt)
             return None
         return conn.execute(stmt.returning(returning)).scalar()
-
-    def _touch_story(
-        self, conn: Connection, story_id: int, now: datetime, pending: _Pending
-    ) -> None:
-        conn.execute(update(t.stories).where(t.stories.c.id == story_id).values(updated_at=now))
-        pending.topics.update(
-            conn.execute(
-                select(t.topic_stories.c.topic_id).where(t.topic_stories.c.story_id == story_id)
-            ).scalars()
-        )
 
     def _bump_topics(self, conn: Connection, topic_ids: Collection[str], now: datetime) -> None:
         c = t.topic_versions.c
