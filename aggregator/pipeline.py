@@ -43,6 +43,7 @@ from aggregator.prepare import (
     init_worker,
     prepare,
     prepare_in_worker,
+    split_digests,
     topic_hits,
 )
 from aggregator.store import IngestEntry, Store
@@ -102,6 +103,7 @@ class _Prepared:
     outcome: PollOutcome
     entries: tuple[IngestEntry, ...]
     report: PollReport
+    skipped: int = 0  # entries the body lists as they were at the last ingest
 
 
 class Poller:
@@ -129,6 +131,7 @@ class Poller:
         self._indexed: set[int] = set()
         self._last_item_id = 0
         self._index_lock = threading.RLock()
+        self._round_refreshed = False
         self.listeners: list[Callable[[PollReport], None]] = []
         self.stopping = False  # set on shutdown: sources not yet started are left for later
         self.set_config(config)
@@ -221,7 +224,7 @@ class Poller:
     ) -> list[PollReport]:
         if not states:
             return []
-        self.refresh_index()
+        self._round_refreshed = False  # the index catches up before the round's first ingest
         settings = self.config.settings
         host_limits: dict[str, threading.Semaphore] = defaultdict(
             lambda: threading.Semaphore(settings.per_host)
@@ -272,6 +275,10 @@ class Poller:
                 prepared = self._prepare(source, state, in_processes)
             # Ingest and index together: a copy ingested by the next thread must see this one.
             with self._index_lock:
+                if prepared.entries and not self._round_refreshed:
+                    # only a round with new entries needs the index (a round of 304s does not)
+                    self.refresh_index()
+                    self._round_refreshed = True
                 result = self.store.ingest(
                     prepared.outcome,
                     prepared.entries,
@@ -289,7 +296,8 @@ class Poller:
             return PollReport(state.id, "error", error_kind=ErrorKind.INTERNAL, error=repr(e))
         if result.lost_lease:
             return PollReport(state.id, "skipped", error="lease taken over by another worker")
-        report = replace(prepared.report, counts=result.counts)
+        counts = result.counts + IngestCounts(unchanged=prepared.skipped)
+        report = replace(prepared.report, counts=counts)
         _log_report(report)
         return report
 
@@ -385,6 +393,7 @@ class Poller:
             fetched_at=now,
             tracking_params=self.config.settings.tracking_params,
             languages=self._languages(),
+            known=split_digests(state.entry_digests),
         )
         try:
             feed = self.parsers.run(
@@ -421,11 +430,12 @@ class Poller:
             last_modified=response.last_modified,
             permanent_url=response.permanent_url,
             elapsed_ms=ms,
+            entry_digests=feed.digests,
         )
         report = PollReport(
             source.id, "ok", response.status, ms=ms, permanent_url=response.permanent_url
         )
-        return _Prepared(outcome, entries, report)
+        return _Prepared(outcome, entries, report, feed.skipped)
 
     def _languages(self) -> tuple[str, ...]:
         langs = sorted({s.language for s in self.config.sources if s.language})

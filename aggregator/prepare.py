@@ -7,12 +7,13 @@ memory stay out of the daemon; with ``processes: 0`` it runs in the polling thre
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from aggregator import normalize, parse, topics
-from aggregator.types import Item, NormalizeOptions, Source, Topic, TopicHit
+from aggregator.types import Item, NormalizeOptions, ParsedEntry, Source, Topic, TopicHit
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class PrepareJob:
     fetched_at: datetime
     tracking_params: tuple[str, ...] = ()
     languages: tuple[str, ...] = ("en", "ru")
+    known: frozenset[bytes] = frozenset()  # entry digests of the last body ingested
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class PreparedFeed:
     entries: tuple[PreparedEntry, ...]
     ttl_seconds: int | None = None
     warning: str | None = None
+    digests: bytes = b""  # entry_digest() of every entry of the body, in order
+    skipped: int = 0  # entries known unchanged, not prepared again
 
 
 def topic_hits(
@@ -74,7 +78,15 @@ def prepare(job: PrepareJob, compiled: Sequence[topics.CompiledTopic]) -> Prepar
     )
     entries: list[PreparedEntry] = []
     seen: set[str] = set()
+    digests: list[bytes] = []
+    skipped = 0
+    context = repr((feed.link, feed.language, job.url, options)).encode("utf-8")
     for raw in feed.entries:
+        digest = entry_digest(raw, context)
+        digests.append(digest)
+        if digest in job.known:
+            skipped += 1  # listed again as it was: stored already, or dropped before
+            continue
         item = normalize.normalize_entry(
             raw, feed, options, fetched_at=job.fetched_at, feed_url=job.url
         )
@@ -83,7 +95,21 @@ def prepare(job: PrepareJob, compiled: Sequence[topics.CompiledTopic]) -> Prepar
         seen.add(item.guid)
         hits = topic_hits(compiled, source, item.title, item.summary, item.content, item.language)
         entries.append(PreparedEntry(item, hits, story_features(item).to_bytes()))
-    return PreparedFeed(tuple(entries), feed.ttl_seconds, feed.warning)
+    return PreparedFeed(
+        tuple(entries), feed.ttl_seconds, feed.warning, b"".join(digests), skipped
+    )
+
+
+def entry_digest(raw: ParsedEntry, context: bytes) -> bytes:
+    """8 bytes that change when anything normalizing depends on changes: the parsed entry,
+    the feed-level fallbacks and the source's options."""
+    h = hashlib.blake2b(context, digest_size=8)
+    h.update(repr(raw).encode("utf-8", "surrogatepass"))
+    return h.digest()
+
+
+def split_digests(blob: bytes) -> frozenset[bytes]:
+    return frozenset(blob[i : i + 8] for i in range(0, len(blob) - 7, 8))
 
 
 # ----------------------------------------------------------------------------- worker side

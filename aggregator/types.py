@@ -296,6 +296,9 @@ class SourceState:
     disabled_reason: str | None = None  # e.g. "410 Gone" — the source is no longer polled
     items_total: int = 0
     items_24h: int = 0
+    # digests of the entries of the last feed body ingested (aggregator.prepare.entry_digest,
+    # 8 bytes each): an entry listed again unchanged is not normalized again
+    entry_digests: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -313,6 +316,7 @@ class PollOutcome:
     error: str | None = None
     disabled_reason: str | None = None  # set on 410 Gone
     elapsed_ms: int = 0
+    entry_digests: bytes | None = None  # of the body ingested; None keeps the stored ones
 
 
 @dataclass(frozen=True)

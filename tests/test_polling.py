@@ -635,6 +635,39 @@ def test_not_modified_stores_nothing_and_validators_go_back_verbatim(
     assert r.state("belta").etag == etag and r.state("belta").last_status == 304
 
 
+def test_a_changed_feed_prepares_only_its_new_and_edited_entries(
+    sites: Callable[..., Site], rig: Callable[..., Rig], store_url: str
+) -> None:
+    """Entries listed again exactly as before are known by their digest and not normalized
+    again; an edited or new entry is, and a changed source option makes every entry new."""
+    site = sites()
+    site.routes["/feed.xml"] = Reply(200, rss("CSTO drills begin", "Trade talks in Minsk"))
+    r = rig(store_url, [{"id": "belta", "url": site.url("/feed.xml")}])
+    assert r.poll()["belta"].counts.new == 2
+    assert len(r.state("belta").entry_digests) == 16
+
+    site.routes["/feed.xml"] = Reply(
+        200, rss("CSTO drills begin", "Trade talks in Minsk end", "Harvest is over")
+    )
+    report = r.poll()["belta"].counts
+    assert (report.new, report.updated, report.unchanged) == (1, 1, 1)
+    assert sorted(r.titles("belta")) == [
+        "CSTO drills begin",
+        "Harvest is over",
+        "Trade talks in Minsk end",
+    ]
+    assert len(r.state("belta").entry_digests) == 24
+
+    # the digest covers the source's options too: with a new strip pattern, nothing is
+    # taken as known, and the stored items are compared again (and found unchanged)
+    r2 = rig(
+        store_url,
+        [{"id": "belta", "url": site.url("/feed.xml"), "strip": ["Details follow"]}],
+    )
+    again = r2.poll()["belta"].counts
+    assert again.unchanged == 0 and again.updated == 3
+
+
 # --------------------------------------------------------------------------- 6. encodings
 
 

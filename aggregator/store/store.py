@@ -90,7 +90,7 @@ from aggregator.types import (
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-HEAD_REVISION = "0003"  # the newest migration; checked cheaply before importing Alembic
+HEAD_REVISION = "0004"  # the newest migration; checked cheaply before importing Alembic
 MAX_REVISIONS = 5  # edits stored per item: a feed that rewrites every item cannot churn forever
 WRITE_ATTEMPTS = 8  # a write transaction is retried on a conflict with another worker
 # PostgreSQL cannot index a value over ~2.7 KB, and (source_id, guid) is a unique index:
@@ -1025,6 +1025,8 @@ class Store:
                 last_error_kind=outcome.error_kind,
                 last_error=outcome.error,
             )
+        if outcome.entry_digests is not None:
+            values["entry_digests"] = outcome.entry_digests
         if outcome.permanent_url:
             values["effective_url"] = outcome.permanent_url
         if outcome.disabled_reason:
@@ -1523,4 +1525,5 @@ def _state(row: Any, items_total: int, items_24h: int) -> SourceState:
         disabled_reason=row.disabled_reason,
         items_total=int(items_total),
         items_24h=int(items_24h),
+        entry_digests=getattr(row, "entry_digests", None) or b"",
     )

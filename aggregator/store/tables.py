@@ -68,6 +68,8 @@ sources = Table(
     Column("consecutive_errors", Integer, nullable=False, default=0),
     Column("lease_owner", String(200)),
     Column("lease_expires_at", UTCDateTime),
+    # The last ingested body's entry digests (0004): unchanged entries skip normalizing.
+    Column("entry_digests", LargeBinary),
     Index("ix_sources_next_poll", "next_poll_at"),
 )
 
