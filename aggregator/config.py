@@ -440,20 +440,40 @@ _Loader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 
+if hasattr(yaml, "CSafeLoader"):
+
+    class _CLoader(yaml.CSafeLoader):
+        """The same rules on libyaml's parser: a 1,000-source file loads ~10x faster."""
+
+    _CLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+    _FAST_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] | None = _CLoader
+else:  # PyYAML built without libyaml
+    _FAST_LOADER = None
+
 
 def _parse(doc: _Document, text: str) -> None:
+    if _FAST_LOADER is not None and _parse_with(doc, text, _FAST_LOADER):
+        return
+    # The pure-Python loader reads what libyaml refuses, or words the problem with a line.
+    doc.problems.clear()
+    _parse_with(doc, text, _Loader)
+
+
+def _parse_with(doc: _Document, text: str, loader_class: Any) -> bool:
+    """Parse into ``doc``; False when the text is not valid YAML (problems added)."""
     try:
-        loader = _Loader(text)  # checks the characters of the whole text
+        loader = loader_class(text)  # checks the characters of the whole text
     except yaml.reader.ReaderError as e:
         line = text[: e.position].count("\n") + 1
         doc.add(line, f"invalid YAML: character #x{e.character:04x}: {e.reason}")
-        return
+        return False
     try:
         doc.root = loader.get_single_node()
         if doc.root is not None:
             _check_duplicate_keys(doc, doc.root, (), set())
             doc.data = loader.construct_document(doc.root)
         doc.parsed = True
+        return True
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         message = e.problem or e.context or "unreadable"
@@ -465,6 +485,7 @@ def _parse(doc: _Document, text: str) -> None:
         doc.add(0, f"invalid YAML: {e}")
     finally:
         loader.dispose()
+    return False
 
 
 def _check_duplicate_keys(doc: _Document, node: yaml.Node, loc: Loc, seen: set[int]) -> None:

@@ -46,7 +46,7 @@ from aggregator.prepare import (
     split_digests,
     topic_hits,
 )
-from aggregator.store import IngestEntry, Store
+from aggregator.store import IngestEntry, IngestResult, Store
 from aggregator.stories import StoryFeatures
 from aggregator.types import (
     Config,
@@ -132,6 +132,7 @@ class Poller:
         self._last_item_id = 0
         self._index_lock = threading.RLock()
         self._round_refreshed = False
+        self._outcomes = _OutcomeWriter(store, self.owner)
         self.listeners: list[Callable[[PollReport], None]] = []
         self.stopping = False  # set on shutdown: sources not yet started are left for later
         self.set_config(config)
@@ -273,20 +274,26 @@ class Poller:
         try:
             with limit:
                 prepared = self._prepare(source, state, in_processes)
-            # Ingest and index together: a copy ingested by the next thread must see this one.
-            with self._index_lock:
-                if prepared.entries and not self._round_refreshed:
-                    # only a round with new entries needs the index (a round of 304s does not)
-                    self.refresh_index()
-                    self._round_refreshed = True
-                result = self.store.ingest(
-                    prepared.outcome,
-                    prepared.entries,
-                    finder=self._locked_index(),
-                    owner=self.owner,
-                    now=self.clock(),
-                )
-                self._mark_indexed(result.added)
+            if not prepared.entries:
+                # 304s, failures, bodies with nothing new: one transaction for many sources
+                lost = self._outcomes.record(prepared.outcome)
+                result = IngestResult(IngestCounts(), lost_lease=lost)
+            else:
+                # Ingest and index together: a copy ingested by the next thread must see
+                # this one.
+                with self._index_lock:
+                    if not self._round_refreshed:
+                        # only a round with new entries needs the index
+                        self.refresh_index()
+                        self._round_refreshed = True
+                    result = self.store.ingest(
+                        prepared.outcome,
+                        prepared.entries,
+                        finder=self._locked_index(),
+                        owner=self.owner,
+                        now=self.clock(),
+                    )
+                    self._mark_indexed(result.added)
         except StoreError as e:
             log.error("store error while polling source=%s: %s", state.id, e)
             return PollReport(state.id, "error", error_kind="store", error=str(e))
@@ -530,6 +537,48 @@ class Poller:
         return self.store.replace_membership(
             [t.id for t in self.config.topics], members, published_after=since, now=now
         )
+
+
+@dataclass
+class _Slot:
+    outcome: PollOutcome
+    done: bool = False
+    lost: bool = False
+    error: StoreError | None = None
+
+
+class _OutcomeWriter:
+    """Group commit for polls without items: a thread that finds the writer busy leaves its
+    outcome queued, and the next flush writes all queued outcomes in one transaction."""
+
+    def __init__(self, store: Store, owner: str) -> None:
+        self.store = store
+        self.owner = owner
+        self._queue: list[_Slot] = []
+        self._queue_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+
+    def record(self, outcome: PollOutcome) -> bool:
+        """Store ``outcome``; True when the source's lease was lost (nothing written)."""
+        slot = _Slot(outcome)
+        with self._queue_lock:
+            self._queue.append(slot)
+        with self._flush_lock:
+            if not slot.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                try:
+                    lost = self.store.record_outcomes([s.outcome for s in batch], owner=self.owner)
+                    for s in batch:
+                        s.lost = s.outcome.source_id in lost
+                except StoreError as e:
+                    for s in batch:
+                        s.error = e
+                for s in batch:
+                    s.done = True
+        if slot.error is not None:
+            raise slot.error
+        return slot.lost
 
 
 class ParserPool:

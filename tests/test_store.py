@@ -426,6 +426,30 @@ def test_heartbeat_keeps_a_lease_and_release_frees_it(store: Store) -> None:
     assert claim(121, "w4") == {"belta"}
 
 
+def test_polls_without_items_are_recorded_together_and_only_under_our_lease(
+    store: Store,
+) -> None:
+    assert len(store.claim_due(NOW, owner="w1", lease_seconds=60)) == 3
+    later = NOW + timedelta(seconds=61)
+    assert [s.id for s in store.claim_due(later, owner="w2", lease_seconds=60, only=["tass"])]
+    not_modified = ok("belta", etag='"v2"', last_modified=None)
+    failed = PollOutcome(
+        "sputnik", NOW, NOW + timedelta(hours=1), status=503, error_kind="server", error="503"
+    )
+    lost = store.record_outcomes([not_modified, failed, ok("tass", etag='"t"')], owner="w1")
+    assert lost == {"tass"}  # w2 holds it now: w1's result is not written over its lease
+    belta, sputnik, tass = (store.source_state(s) for s in ("belta", "sputnik", "tass"))
+    assert belta is not None and (belta.etag, belta.last_status) == ('"v2"', 200)
+    assert belta.next_poll_at == NOW + timedelta(minutes=10) and belta.consecutive_errors == 0
+    assert sputnik is not None and (sputnik.consecutive_errors, sputnik.last_error) == (1, "503")
+    assert tass is not None and tass.etag is None and tass.last_polled_at is None
+    # the two recorded sources are released; tass stays w2's
+    assert {s.id for s in store.claim_due(later, owner="w3", lease_seconds=60, force=True)} == {
+        "belta",
+        "sputnik",
+    }
+
+
 def test_recording_the_poll_releases_the_lease_until_the_next_poll(store: Store) -> None:
     assert len(store.claim_due(NOW, owner="w1", lease_seconds=60, only=["belta"])) == 1
     result = store.ingest(

@@ -204,6 +204,17 @@ class _KeyTaken(Exception):
     """A concurrent ingest took a story key this one planned to claim: run it again."""
 
 
+def _plain_success(outcome: PollOutcome) -> bool:
+    """A success that changes only the usual columns (what _record_outcome writes for it)."""
+    return (
+        outcome.error_kind is None
+        and (outcome.etag is not None or outcome.last_modified is not None)
+        and not outcome.permanent_url
+        and not outcome.disabled_reason
+        and outcome.entry_digests is None
+    )
+
+
 def _item_row(entry: IngestEntry, guid: str, story_id: int, now: datetime) -> dict[str, Any]:
     item = entry.item
     return {
@@ -568,6 +579,58 @@ class Store:
         self, outcome: PollOutcome, *, now: datetime, owner: str | None = None
     ) -> None:
         self.ingest(outcome, (), owner=owner, now=now)
+
+    def record_outcomes(self, outcomes: Sequence[PollOutcome], *, owner: str) -> set[str]:
+        """Store several item-less polls (304s, failures) in one transaction; return the ids
+        whose lease ``owner`` no longer held (nothing is written for those)."""
+        c = t.sources.c
+        ids = sorted({o.source_id for o in outcomes})
+
+        def work(conn: Connection) -> set[str]:
+            query = select(c.id, c.lease_owner).where(c.id.in_(ids))
+            if not self.is_sqlite:
+                query = query.with_for_update()  # as in ingest: held until commit
+            owners = {row.id: row.lease_owner for row in conn.execute(query)}
+            lost = {sid for sid in ids if owners.get(sid, owner) not in (None, owner)}
+            plain = []
+            for outcome in outcomes:
+                if outcome.source_id in lost:
+                    continue
+                if _plain_success(outcome):
+                    plain.append(
+                        {
+                            "b_id": outcome.source_id,
+                            "b_polled": outcome.polled_at,
+                            "b_next": outcome.next_poll_at,
+                            "b_status": outcome.status,
+                            "b_etag": outcome.etag,
+                            "b_modified": outcome.last_modified,
+                        }
+                    )
+                else:
+                    self._record_outcome(conn, outcome)
+            if plain:
+                conn.execute(
+                    update(t.sources)
+                    .where(c.id == bindparam("b_id"))
+                    .values(
+                        last_polled_at=bindparam("b_polled"),
+                        next_poll_at=bindparam("b_next"),
+                        last_status=bindparam("b_status"),
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        consecutive_errors=0,
+                        last_error_kind=None,
+                        last_error=None,
+                        last_success_at=bindparam("b_polled"),
+                        etag=bindparam("b_etag"),
+                        last_modified=bindparam("b_modified"),
+                    ),
+                    plain,
+                )
+            return lost
+
+        return self._retrying("recording polls", work) if ids else set()
 
     def _still_owner(self, conn: Connection, source_id: str, owner: str) -> bool:
         query = select(t.sources.c.lease_owner).where(t.sources.c.id == source_id)
