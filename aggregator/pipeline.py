@@ -260,6 +260,10 @@ class Poller:
                         listener(report)
         finally:
             heartbeat.stop()
+            if len(states) >= PROCESS_POOL_MIN_SOURCES:
+                # between rounds the daemon holds no parser processes (their memory goes
+                # back to the system); the next big round starts them again (~0.5 s)
+                self.parsers.close()
         return sorted(reports, key=lambda r: r.source_id)
 
     def _poll_one(
@@ -604,9 +608,9 @@ class ParserPool:
     def _get(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
-                # forkserver: the daemon has threads, and forking them is unsafe.
-                context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload(["aggregator.prepare", "aggregator.stories"])
+                # spawn: the daemon has threads, and forking them is unsafe; and unlike a
+                # forkserver, nothing stays behind once the pool is shut after a round.
+                context = multiprocessing.get_context("spawn")
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.processes,
                     mp_context=context,
