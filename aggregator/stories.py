@@ -13,16 +13,15 @@ recent items of the index and either joins a story or starts one::
                         cross-language anchors    -> "cross" (en <-> ru, within cross_window)
     StoryIndex.add(story_key, f);  StoryIndex.prune(before)
 
-Near-duplicates: stemmed word shingles of title + lead, MinHash (datasketch) signatures
-banded into LSH buckets for candidates, verified by the exact Jaccard of the shingle hashes
-(the 128-value estimate wobbles by ±0.04 around the 0.27 threshold; exact costs ~200 bytes
-per item). Amounts and dates that disagree veto a match: consecutive daily rate notes share
-almost every word. Cross-language: numbers, dates, acronyms (ОДКБ = CSTO) and transliterated
+Near-duplicates: stemmed word shingles of title + lead, found through an inverted index of
+the shingle hashes and verified by their exact Jaccard (see StoryIndex). Amounts and dates
+that disagree veto a match: consecutive daily rate notes share almost every word. Cross-language: numbers, dates, acronyms (ОДКБ = CSTO) and transliterated
 names reduced to consonant keys (Лукашенко = Lukashenko), with a conservative threshold.
 
 Precision comes first: a wrong merge hides a story from readers, while a missed merge only
-shows it twice. Everything here is pure: no I/O and no clock. ``datasketch`` (which pulls in
-scipy, ~0.5 s) is imported on the first :func:`features` call so short commands stay fast.
+shows it twice. Everything here is pure: no I/O and no clock. The persisted features keep
+a 128-value MinHash signature (datasketch's affine32 scheme, computed here with numpy alone:
+datasketch pulls in scipy, ~0.5 s and ~40 MB).
 """
 
 from __future__ import annotations
@@ -34,8 +33,8 @@ import re
 import struct
 import sys
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -209,7 +208,8 @@ def _clean(text: str) -> str:
 
 
 def _lead(summary: str, limit: int) -> str:
-    summary = _clean(summary).strip()
+    """The first ``limit`` characters of a cleaned summary, cut at a space."""
+    summary = summary.strip()
     if len(summary) <= limit:
         return summary
     cut = summary.rfind(" ", 0, limit)
@@ -231,55 +231,89 @@ def _language(item: Item) -> str:
 
 def shingles(title: str, summary: str, language: str) -> set[str]:
     """Stemmed word shingles of title + lead: casefolded, ё→е, punctuation and stopwords gone."""
-    lead = _DATELINE.sub("", _lead(summary, LEAD_CHARS))
-    text = f"{_clean(title)}\n{lead}".casefold().replace("ё", "е")
-    words = [w.replace(",", ".") for w in _TOKEN.findall(text)]
-    stop = _STOP.get(language, frozenset())
-    words = [w for w in words if w not in stop]
+    return _shingles(_clean(title), _clean(summary), language)
+
+
+def _shingles(title: str, summary: str, language: str) -> set[str]:
+    """:func:`shingles` of a title and summary that went through :func:`_clean`."""
+    words = _shingle_words(title, summary, language)
     stemmer = _stemmer(language)
-    if stemmer is not None:
-        words = stemmer.stemWords(words)
-    return set(words)
+    return set(stemmer.stemWords(list(words))) if stemmer is not None else words
+
+
+def _shingle_words(title: str, summary: str, language: str) -> set[str]:
+    """The distinct words behind the shingles, before stemming (stems are per word)."""
+    lead = _DATELINE.sub("", _lead(summary, LEAD_CHARS))
+    text = f"{title}\n{lead}".casefold().replace("ё", "е")
+    words = set(_TOKEN.findall(text))
+    if "," in text:
+        words = {w.replace(",", ".") for w in words}
+    return words - _STOP.get(language, frozenset())
+
+
+def _token_hash(token: str) -> int:
+    return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=4).digest(), "little")
 
 
 def shingle_hashes(tokens: Iterable[str]) -> list[int]:
     """Stable 32-bit hashes (sorted, distinct): the same on every run and machine."""
-    return sorted(
-        {
-            int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=4).digest(), "little")
-            for t in tokens
-        }
-    )
+    return sorted(set(map(_token_hash, tokens)))
 
 
-def _identity(x: int) -> int:
-    return x
+# word -> hash of its stem, per language: words repeat across items, and stemming plus
+# hashing cost ~1 µs a word against ~50 ns for a look-up
+_WORD_HASHES: dict[str, dict[str, int]] = {}
+_WORD_HASHES_MAX = 1 << 15  # per language; ~5 MB when full, then it starts over
+
+
+def _shingle_hashes(title: str, summary: str, language: str) -> list[int]:
+    """``shingle_hashes(_shingles(title, summary, language))``, through the cache."""
+    words = _shingle_words(title, summary, language)
+    cache = _WORD_HASHES.setdefault(language, {})
+    missing = [w for w in words if w not in cache]
+    if missing:
+        if len(cache) + len(missing) > _WORD_HASHES_MAX:
+            cache.clear()
+        stemmer = _stemmer(language)
+        stems = stemmer.stemWords(missing) if stemmer is not None else missing
+        cache.update(zip(missing, map(_token_hash, stems), strict=True))
+    return sorted(set(map(cache.__getitem__, words)))
 
 
 @lru_cache(maxsize=1)
-def _minhash_permutations() -> Any:
-    from datasketch import MinHash  # lazy: pulls in scipy
+def _minhash_permutations() -> tuple[Any, Any]:
+    """datasketch's affine32 parameters for ``MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED)``."""
+    gen = np.random.RandomState(MINHASH_SEED)
+    a = gen.randint(0, 1 << 31, NUM_PERM, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, NUM_PERM, dtype=np.uint32)
+    return a, b
 
-    return MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED).permutations
 
+def signature(hashes: Sequence[int] | Any) -> bytes:
+    """MinHash values as little-endian uint32 bytes, bit-identical to datasketch's
+    ``MinHash(num_perm=128, seed=1, scheme="affine32")`` fed the hashes as they are.
 
-def signature(hashes: Sequence[int]) -> bytes:
-    """MinHash values (datasketch, affine32 scheme) as little-endian uint32 bytes."""
-    from datasketch import MinHash  # lazy: pulls in scipy
-
-    m = MinHash(
-        num_perm=NUM_PERM,
-        seed=MINHASH_SEED,
-        hashfunc=_identity,  # the shingles are hashed already; affine32 pre-mixes them
-        permutations=_minhash_permutations(),
-        scheme="affine32",
-    )
-    m.update_batch(hashes)
-    return bytes(np.asarray(m.hashvalues, dtype="<u4").tobytes())
+    Each hash goes through the MurmurHash3 finalizer, then h -> a*h + b (mod 2^32) per
+    permutation; the signature is the minimum per permutation (2^32-1 when empty).
+    """
+    if not len(hashes):
+        return np.full(NUM_PERM, 0xFFFFFFFF, dtype="<u4").tobytes()
+    a, b = _minhash_permutations()
+    h = np.asarray(hashes, dtype=np.uint32)
+    h = h ^ (h >> np.uint32(16))
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(0xC2B2AE35)
+    h ^= h >> np.uint32(16)
+    values = np.multiply.outer(h, a)  # uint32 arithmetic wraps: the mod 2^32 of the scheme
+    values += b
+    out: bytes = values.min(axis=0).astype("<u4").tobytes()
+    return out
 
 
 def _fallback_hash(title: str, summary: str) -> str:
-    text = " ".join(f"{title}\n{_clean(summary)}".casefold().split())
+    """Content hash of an item without one (``summary`` cleaned)."""
+    text = " ".join(f"{title}\n{summary}".casefold().split())
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -327,25 +361,42 @@ for _canon, _forms in {
     for _form in _forms.split():
         _ACRONYMS[_form] = _canon
 
-_ORG_PHRASES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(p, re.IGNORECASE), canon)
-    for p, canon in [
-        (r"collective security treaty organi[sz]ation", "csto"),
-        (r"организаци\w* договора о коллективной безопасности", "csto"),
-        (r"commonwealth of independent states", "cis"),
-        (r"содружеств\w* независимых государств", "cis"),
-        (r"eurasian economic union", "eaeu"),
-        (r"евразийск\w* экономическ\w* союз\w*", "eaeu"),
-        (r"eurasian economic commission", "eec"),
-        (r"евразийск\w* экономическ\w* комисси\w*", "eec"),
-        (r"shanghai cooperation organi[sz]ation", "sco"),
-        (r"шанхайск\w* организаци\w* сотрудничества", "sco"),
-        (r"united nations|un general assembly", "un"),
-        (r"организаци\w* объединенных наций|генассамбле\w* оон", "un"),
-        (r"security council", "security-council"),
-        (r"совет\w* безопасности|совбез\w*", "security-council"),
-        (r"kontinental hockey league", "khl"),
+# Each phrase with text that any match contains (casefolded), to skip the search cheaply
+_ORG_PHRASES: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
+    (re.compile(p, re.IGNORECASE), canon, tuple(literals.split("|")))
+    for p, canon, literals in [
+        (
+            r"collective security treaty organi[sz]ation",
+            "csto",
+            "collective security treaty organi",
+        ),
+        (
+            r"организаци\w* договора о коллективной безопасности",
+            "csto",
+            "договора о коллективной безопасности",
+        ),
+        (r"commonwealth of independent states", "cis", "commonwealth of independent states"),
+        (r"содружеств\w* независимых государств", "cis", "независимых государств"),
+        (r"eurasian economic union", "eaeu", "eurasian economic union"),
+        (r"евразийск\w* экономическ\w* союз\w*", "eaeu", "евразийск"),
+        (r"eurasian economic commission", "eec", "eurasian economic commission"),
+        (r"евразийск\w* экономическ\w* комисси\w*", "eec", "евразийск"),
+        (r"shanghai cooperation organi[sz]ation", "sco", "shanghai cooperation organi"),
+        (r"шанхайск\w* организаци\w* сотрудничества", "sco", "шанхайск"),
+        (r"united nations|un general assembly", "un", "united nations|un general assembly"),
+        (
+            r"организаци\w* объединенных наций|генассамбле\w* оон",
+            "un",
+            "объединенных наций|генассамбле",
+        ),
+        (r"security council", "security-council", "security council"),
+        (r"совет\w* безопасности|совбез\w*", "security-council", "совет|совбез"),
+        (r"kontinental hockey league", "khl", "kontinental hockey league"),
     ]
+]
+
+_ORG_LITERALS = [
+    (literal, k) for k, (_, _, literals) in enumerate(_ORG_PHRASES) for literal in literals
 ]
 
 # Russian exonyms whose Latin spelling is not a transliteration (stem -> English name)
@@ -495,13 +546,31 @@ for _i, (_en, _ru) in enumerate(
         _MONTHS[_m] = _i
 _MONTH_EN = r"(january|february|march|april|may|june|july|august|september|october|november|december|jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec)\.?"
 _MONTH_RU = r"(январ[ья]|феврал[ья]|марта?|апрел[ья]|ма[яй]|июн[ья]|июл[ья]|августа?|сентябр[ья]|октябр[ья]|ноябр[ья]|декабр[ья])"
-_DAYS = r"(\d{1,2})(?:\s*[-–]\s*(\d{1,2}))?(?:st|nd|rd|th|-?го)?"
-_DATE_DAY_FIRST = re.compile(rf"\b{_DAYS}\s+(?:of\s+)?(?:{_MONTH_EN}|{_MONTH_RU})\b", re.IGNORECASE)
+_DAY_RANGE = r"(?:\s*[-–]\s*(\d{1,2}))?(?:st|nd|rd|th|-?го)?"
+_DAYS = r"(\d{1,2})" + _DAY_RANGE
+# every word _MONTH_EN and _MONTH_RU accept, casefolded
+_MONTH_WORDS = frozenset(
+    _words("""
+    january february march april may june july august september october november december
+    jan feb mar apr jun jul aug sept sep oct nov dec
+    январь января февраль февраля март марта апрель апреля май мая июнь июня июль июля
+    август августа сентябрь сентября октябрь октября ноябрь ноября декабрь декабря
+    """)
+)
+# Patterns that start at a digit say so first, so that the regex engine skips ahead to the
+# digits: "\d(?<!\w\d)" is "\b\d", "\d(?<![\d.,]\d)" is "(?<![\d.,])\d".
+_DATE_DAY_FIRST = re.compile(
+    rf"(\d(?<!\w\d)\d?){_DAY_RANGE}\s+(?:of\s+)?(?:{_MONTH_EN}|{_MONTH_RU})\b",
+    re.IGNORECASE,
+)
 _DATE_MONTH_FIRST = re.compile(rf"\b{_MONTH_EN}\s+{_DAYS}\b", re.IGNORECASE)
-_PAIR = re.compile(r"(?<![\d.,])(\d{1,2})\s?[-:–]\s?(\d{1,2})(?![\d.,%])")
-_NUM_EN = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?:\s*(thousand|k)\b)?")
+_PAIR = re.compile(r"(\d(?<![\d.,]\d)\d?)\s?[-:–]\s?(\d{1,2})(?![\d.,%])")
+_NUM_EN = re.compile(
+    r"(\d(?<![\w.,]\d)(?:\d{0,2}(?:,\d{3})+|\d*))(?:\.(\d+))?(?:\s*(thousand|k)\b)?"
+)
 _NUM_RU = re.compile(
-    r"(?<![\w.,])(\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?!\d)|\d+)(?:[,.](\d+))?(?:\s*(тыс)\.?)?"
+    r"(\d(?<![\w.,]\d)(?:\d{0,2}(?:[ \u00a0\u202f]\d{3})+(?!\d)|\d*))"
+    r"(?:[,.](\d+))?(?:\s*(тыс)\.?)?"
 )
 
 
@@ -544,7 +613,7 @@ def _date_anchors(text: str, out: set[str]) -> str:
 
 
 def _number(int_part: str, frac: str | None, thousand: bool) -> str:
-    digits = re.sub(r"[^\d]", "", int_part)
+    digits = int_part if int_part.isdecimal() else re.sub(r"[^\d]", "", int_part)
     value = f"{int(digits)}.{frac}" if frac else str(int(digits))
     if thousand:
         scaled = float(value) * 1000
@@ -554,7 +623,13 @@ def _number(int_part: str, frac: str | None, thousand: bool) -> str:
     return value
 
 
+_DIGIT = re.compile(r"\d")
+
+
 def _number_anchors(text: str, language: str, out: set[str]) -> None:
+    if not _DIGIT.search(text):
+        return
+
     def pair(m: re.Match[str]) -> str:
         out.add(f"s:{int(m.group(1))}-{int(m.group(2))}")
         return " "
@@ -577,37 +652,113 @@ def _number_anchors(text: str, language: str, out: set[str]) -> None:
 
 def anchors(title: str, summary: str, language: str) -> frozenset[str]:
     """Language-neutral evidence for cross-language matching (see the table above)."""
-    text = f"{_clean(title)}\n{_clean(summary)[:ANCHOR_CHARS]}".replace("ё", "е")
+    return _anchors(_clean(title), _clean(summary), language)
+
+
+# re.IGNORECASE takes these for "i"; casefold() does not (for every other letter the
+# patterns use, a case-insensitive match is a match of the casefolded text)
+_FOLD_MISMATCH = ("ı", "İ")
+_BLANKS = " \t\u00a0"
+_SENTENCE_ENDS = (".", "!", "?", ":", "\n")
+_WORD_SPLIT = re.compile(f"({_WORD.pattern})")
+_APOSTROPHE = re.compile(r"['’]")
+
+
+def _anchors(title: str, summary: str, language: str) -> frozenset[str]:
+    """:func:`anchors` of a title and summary that went through :func:`_clean`."""
+    text = f"{title}\n{summary[:ANCHOR_CHARS]}".replace("ё", "е")
     out: set[str] = set()
-    for pattern, canon in _ORG_PHRASES:
+    exact = _FOLD_MISMATCH[0] in text or _FOLD_MISMATCH[1] in text  # then no shortcuts
+    if exact:
+        phrases = set(range(len(_ORG_PHRASES)))
+    else:
+        fold = text.casefold()
+        phrases = {k for literal, k in _ORG_LITERALS if literal in fold}
+    for k in phrases:
+        pattern, canon, _ = _ORG_PHRASES[k]
         if pattern.search(text):
             out.add(f"a:{canon}")
-    text = _date_anchors(text, out)
+    parts, words, capitalised, capitalised_folded, lowercase = _split_words(text)
+    if exact or _may_have_dates(lowercase, capitalised_folded, words):
+        dated = _date_anchors(text, out)
+        if dated != text:
+            text = dated
+            parts, words, capitalised, capitalised_folded, lowercase = _split_words(text)
     _number_anchors(text, language, out)
-    words = _WORD.findall(text)
-    lowercase = {w.casefold() for w in words if not w[0].isupper()}
-    # a name shows up capitalised inside a sentence somewhere; sentence-initial words alone
-    # are mostly ordinary words ("Синоптики", "Regulator")
-    inner = {
-        m.group().casefold()
-        for m in _WORD.finditer(text)
-        # only the few characters before the word matter (slicing the whole prefix is O(n²))
-        if text[max(0, m.start() - 16) : m.start()].rstrip(" \t\u00a0")[-1:]
-        not in ("", ".", "!", "?", ":", "\n")
-    }
-    for word in words:
-        folded = word.casefold()
-        if folded in _ACRONYMS:
-            out.add(f"a:{_ACRONYMS[folded]}")
+    for folded in lowercase.union(capitalised_folded).intersection(_ACRONYMS):
+        out.add(f"a:{_ACRONYMS[folded]}")
+    stop = _STOP.get(language, frozenset())
+    keys: dict[str, str] = {}  # folded name -> name key
+    spellings: dict[str, list[str]] = {}
+    for word, f in zip(capitalised, capitalised_folded, strict=True):
+        if f in lowercase or f in _ACRONYMS or f in stop:
             continue
-        if not word[0].isupper() or folded in lowercase or folded not in inner:
-            continue
-        if folded in _STOP.get(language, ()):
-            continue
-        key = name_key(word)
-        if key and key not in _NOT_NAMES:
-            out.add(f"p:{key}")
+        if f not in keys:
+            key = name_key(word)
+            if not key or key in _NOT_NAMES:
+                continue
+            keys[f] = key
+        spellings.setdefault(f, []).append(word)
+    for f, key in keys.items():
+        for w in spellings[f]:
+            if _inside_sentence(parts, words, w):
+                out.add(f"p:{key}")
+                break
     return frozenset(out)
+
+
+def _split_words(text: str) -> tuple[list[str], list[str], list[str], list[str], set[str]]:
+    """The words of ``text`` as _WORD finds them, for names and acronyms.
+
+    Returns the split (gap, word, gap, …, gap), the words, the distinct capitalised words
+    and their casefolded forms, and the casefolded forms of the other words.
+    """
+    parts = _WORD_SPLIT.split(text)
+    words = parts[1::2]
+    distinct = set(words)
+    capitalised = [w for w in distinct if w[0].isupper()]
+    distinct.difference_update(capitalised)
+    return parts, words, capitalised, _casefold_all(capitalised), set(_casefold_all(distinct))
+
+
+def _casefold_all(words: Iterable[str]) -> list[str]:
+    """``[w.casefold() for w in words]`` in one call (casefolding is per character)."""
+    folded = "\n".join(words).casefold()
+    return folded.split("\n") if folded else []
+
+
+def _may_have_dates(lowercase: set[str], capitalised: list[str], words: list[str]) -> bool:
+    """Whether a date pattern can match: each needs a month name as a word of its own."""
+    if not _MONTH_WORDS.isdisjoint(lowercase) or not _MONTH_WORDS.isdisjoint(capitalised):
+        return True
+    # a month name glued to a neighbour by an apostrophe is one word to _WORD ("мая’")
+    return any(
+        not _MONTH_WORDS.isdisjoint(_APOSTROPHE.split(w.casefold()))
+        for w in set(words)
+        if "'" in w or "’" in w
+    )
+
+
+def _inside_sentence(parts: list[str], words: list[str], word: str) -> bool:
+    """Whether ``word`` occurs capitalised inside a sentence, not at its start.
+
+    A name shows up capitalised inside a sentence somewhere; sentence-initial words alone
+    are mostly ordinary words ("Синоптики", "Regulator"). Looks at the last 16 characters
+    before each occurrence: the last one that is not a blank must not end a sentence.
+    """
+    k = -1
+    while True:
+        try:
+            k = words.index(word, k + 1)
+        except ValueError:
+            return False
+        gap = parts[2 * k]  # the text between the previous word and this one
+        before = gap[-16:].rstrip(_BLANKS)
+        if before:
+            if before[-1] not in _SENTENCE_ENDS:
+                return True
+        elif k > 0 and len(gap) < 16:
+            return True  # the previous word (which ends in a letter) is within reach
 
 
 # --------------------------------------------------------------------------- URLs
@@ -617,21 +768,28 @@ _ARTICLE_NUMBER = re.compile(r"\d{5,}")
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+){3,}$")
 
 
+# http(s)://host/path with a plain host and nothing urlsplit would strip: the common case
+_PLAIN_URL = re.compile(r"https?://([A-Za-z0-9.-]+)(/[^?#\t\r\n]*)?(?:[?#]|\Z)")
+
+
 def url_key(url: str) -> str:
     """Host (language prefixes stripped) + article number or long slug, "" when none."""
     if not url:
         return ""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return ""
-    host = (parts.hostname or "").lower()
+    if m := _PLAIN_URL.match(url):
+        host, path = m.group(1).lower(), m.group(2) or ""
+    else:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return ""
+        host, path = (parts.hostname or "").lower(), parts.path
     while host.startswith(_LANG_HOST_PREFIXES):
         host = host.split(".", 1)[1]
-    numbers = _ARTICLE_NUMBER.findall(parts.path)
+    numbers = _ARTICLE_NUMBER.findall(path)
     if numbers:
         return f"{host}:{numbers[-1]}"
-    last = next((p for p in reversed(parts.path.split("/")) if p), "").lower()
+    last = next((p for p in reversed(path.split("/")) if p), "").lower()
     return f"{host}:{last}" if _SLUG.match(last) else ""
 
 
@@ -641,16 +799,16 @@ def url_key(url: str) -> str:
 def features(item: Item) -> StoryFeatures:
     """Compute once at ingest; the store persists ``to_bytes()`` alongside the item."""
     language = _language(item)
-    hashes = shingle_hashes(shingles(item.title, item.summary, language))
-    published = item.published.astimezone(UTC)
+    title, summary = _clean(item.title), _clean(item.summary)
+    hashes = np.asarray(_shingle_hashes(title, summary, language), dtype="<u4")
     return StoryFeatures(
         language=language,
-        published=published,
+        published=item.published.astimezone(UTC),
         url=item.url,
-        content_hash=item.content_hash or _fallback_hash(item.title, item.summary),
+        content_hash=item.content_hash or _fallback_hash(item.title, summary),
         signature=signature(hashes),
-        shingles=np.asarray(hashes, dtype="<u4").tobytes(),
-        anchors=anchors(item.title, item.summary, language),
+        shingles=hashes.tobytes(),
+        anchors=_anchors(title, summary, language),
         url_key=url_key(item.url or item.link),
     )
 
@@ -698,10 +856,14 @@ def cross_score(a: StoryFeatures, b: StoryFeatures) -> float:
     Shared anchor weight over the smaller side's total, once the shared evidence is
     substantial; texts that both quote amounts or dates, mostly different ones, score 0.
     """
-    got = shared_weight(a.anchors, b.anchors)
-    if got < _MIN_SHARED or _numbers_conflict(a.anchors, b.anchors):
+    return _cross_score(a.anchors, b.anchors)
+
+
+def _cross_score(a: frozenset[str], b: frozenset[str]) -> float:
+    got = shared_weight(a, b)
+    if got < _MIN_SHARED or _numbers_conflict(a, b):
         return 0.0
-    side = min(sum(map(_weight, a.anchors)), sum(map(_weight, b.anchors)))
+    side = min(sum(map(_weight, a)), sum(map(_weight, b)))
     return min(1.0, got / side)
 
 
@@ -715,50 +877,183 @@ def _numbers_conflict(a: frozenset[str], b: frozenset[str]) -> bool:
     return False
 
 
-def _names_conflict(a: StoryFeatures, b: StoryFeatures) -> bool:
+def _names_conflict(a: frozenset[str], b: frozenset[str]) -> bool:
     """Both texts name specific people or places, and none of them agree."""
-    na = [n for n in _names(a.anchors) if n not in _COMMON_NAMES]
-    nb = [n for n in _names(b.anchors) if n not in _COMMON_NAMES]
+    na = [n for n in _names(a) if n not in _COMMON_NAMES]
+    nb = [n for n in _names(b) if n not in _COMMON_NAMES]
     return bool(na and nb) and not _name_pairs(na, nb)
 
 
-def _posting_keys(f: StoryFeatures) -> set[str]:
-    """Anchors that find candidates beyond the LSH buckets (names by their first 3 letters)."""
-    keys = set()
-    for x in f.anchors:
-        if x[0] == "p":
-            if x[2:] not in _COMMON_NAMES:
-                keys.add(x[:5])
-        elif x[0] in "nds":
-            keys.add(x)
-    return keys
+def _anchor_terms(anchors: frozenset[str]) -> tuple[dict[str, float], set[str], float]:
+    """How an item's anchors meet the postings of others.
+
+    Returns the posting keys with the weight each adds to :func:`shared_weight` at most when
+    another item shares it, the keys that find candidates (names by their first three
+    letters, amounts, dates, scores: the ones items are filed under), and the weight shared
+    at most without any shared key. So ``base + sum(added for shared keys)`` bounds the
+    shared weight from above, and candidates that cannot reach a rule's weight are skipped.
+    """
+    added: dict[str, float] = {}
+    finding: set[str] = set()
+    base = 0.0
+    for x in anchors:
+        kind = x[0]
+        if kind == "p":
+            name, key = x[2:], x[:5]
+            # a name pairs with a name sharing its first three letters: the other item's
+            # is filed under them unless it is a common one
+            alone = _COMMON_WEIGHT if name in _COMMON_NAMES else _unfiled_pair_weight(name)
+            base += alone
+            added[key] = added.get(key, 0.0) + _ANCHOR_WEIGHTS["p"] - alone
+            if name not in _COMMON_NAMES:
+                finding.add(key)
+        elif kind in "nds":
+            added[x] = added.get(x, 0.0) + _weight(x)
+            finding.add(x)
+        else:
+            base += _weight(x)
+    return added, finding, base
+
+
+@functools.lru_cache(maxsize=65536)
+def _unfiled_pair_weight(name: str) -> float:
+    """The most a (not common) name can weigh paired with a common name (which is not filed)."""
+    if any(c.startswith(name) for c in _COMMON_NAMES):
+        return _ANCHOR_WEIGHTS["p"]  # the shorter key of the pair is this one
+    if any(name.startswith(c) for c in _COMMON_NAMES):
+        return _COMMON_WEIGHT
+    return 0.0
 
 
 # --------------------------------------------------------------------------- index
 
 
+def _key(s: str) -> int:
+    """A 64-bit key for a string in the index (Python's hash: the index lives in one process)."""
+    return hash(s)
+
+
+class _Postings:
+    """A many-to-many map from integer keys to entry ids, in numpy arrays.
+
+    Two levels of key-sorted (key, id) arrays, a large one and a recent one, plus a dict of
+    the latest additions. The dict is merged into the recent level when it fills, and that
+    one into the large level when it reaches an eighth of it, so each pair is copied a few
+    times and costs ~12 bytes instead of a Python set slot and int. Ids of forgotten entries
+    stay until :meth:`renumber`.
+    """
+
+    def __init__(self, dtype: Any, pending_limit: int) -> None:
+        self._dtype = dtype
+        self._levels = [(np.empty(0, dtype), np.empty(0, np.int32)) for _ in range(2)]
+        self._pending: dict[int, int] = {}
+        self._pending_more: dict[int, list[int]] = {}  # further ids of a pending key
+        self._pending_limit = pending_limit
+
+    def add(self, keys: Sequence[int], i: int) -> None:
+        pending = self._pending
+        if pending.keys().isdisjoint(keys):
+            pending.update(dict.fromkeys(keys, i))
+        else:
+            for k in keys:
+                if k in pending:
+                    if pending[k] != i:
+                        self._pending_more.setdefault(k, []).append(i)
+                else:
+                    pending[k] = i
+        if len(pending) >= self._pending_limit:
+            self._flush()
+
+    def lookup(self, keys: Sequence[int], cap: int = 0) -> tuple[Any, Any, Any]:
+        """Ids filed under ``keys``: (ids, index in ``keys`` of each, mask of capped keys).
+
+        Keys filed under more than ``cap`` ids (when ``cap``) are capped and give none.
+        """
+        q = np.array(keys, dtype=self._dtype)
+        hits = []
+        counts = np.zeros(len(q), np.int64)
+        for level_keys, level_ids in self._levels:
+            if len(level_keys):
+                lo = level_keys.searchsorted(q, side="left")
+                found = level_keys.searchsorted(q, side="right") - lo
+                counts += found
+                hits.append((level_ids, lo, found))
+        recent = [self._pending.get(k) for k in keys]
+        more = [
+            self._pending_more.get(k, ()) if i is not None else ()
+            for k, i in zip(keys, recent, strict=True)
+        ]
+        counts += np.array(
+            [(i is not None) + len(m) for i, m in zip(recent, more, strict=True)], np.int64
+        )
+        capped = counts > cap if cap else np.zeros(len(q), bool)
+        parts, which = [], []
+        for level_ids, lo, found in hits:
+            found[capped] = 0
+            total = int(found.sum())
+            if total:
+                ends = np.cumsum(found)
+                parts.append(level_ids[np.arange(total) + np.repeat(lo - ends + found, found)])
+                which.append(np.repeat(np.arange(len(q)), found))
+        for j, (i, m) in enumerate(zip(recent, more, strict=True)):
+            if i is not None and not capped[j]:
+                parts.append(np.array([i, *m], dtype=np.int32))
+                which.append(np.full(1 + len(m), j))
+        if not parts:
+            return np.empty(0, np.int32), np.empty(0, np.intp), capped
+        if len(parts) == 1:
+            return parts[0], which[0], capped
+        return np.concatenate(parts), np.concatenate(which), capped
+
+    def _flush(self) -> None:
+        keys = list(self._pending)
+        ids = list(self._pending.values())
+        for k, more in self._pending_more.items():
+            keys.extend([k] * len(more))
+            ids.extend(more)
+        self._pending, self._pending_more = {}, {}
+        recent = _merged(self._levels[1], (np.array(keys, self._dtype), np.array(ids, np.int32)))
+        if len(recent[0]) > max(4 * self._pending_limit, len(self._levels[0][0]) // 8):
+            self._levels = [_merged(self._levels[0], recent), (recent[0][:0], recent[1][:0])]
+        else:
+            self._levels[1] = recent
+
+    def renumber(self, new_ids: Any) -> None:
+        """Apply ``new_ids[old id]`` to every id, dropping those mapped to -1."""
+        self._flush()
+        keys, ids = _merged(*self._levels)
+        ids = new_ids[ids]
+        keep = ids >= 0
+        self._levels = [
+            (keys[keep], ids[keep].astype(np.int32)),
+            (keys[:0], ids[:0].astype(np.int32)),
+        ]
+
+    def nbytes(self) -> int:
+        return sum(k.nbytes + i.nbytes for k, i in self._levels)
+
+
+def _merged(a: tuple[Any, Any], b: tuple[Any, Any]) -> tuple[Any, Any]:
+    """Two key-sorted (key, id) arrays as one (b unsorted is fine)."""
+    keys = np.concatenate([a[0], b[0]])
+    ids = np.concatenate([a[1], b[1]])
+    order = np.argsort(keys, kind="stable")  # a is one sorted run: close to linear
+    return keys[order], ids[order]
+
+
 @dataclass
-class _Entry:
-    story_key: str
-    f: StoryFeatures  # kept without its signature: the bands hold what the index needs of it
-    sh: Any  # numpy uint32 array view of f.shingles
+class _Query:
+    """What the index looks up for one StoryFeatures, computed once for find and add."""
 
-
-def _jaccard(a: Any, b: Any) -> float:
-    """Exact Jaccard similarity of two sorted arrays of distinct shingle hashes."""
-    inter = int(np.intersect1d(a, b, assume_unique=True).size)
-    union = len(a) + len(b) - inter
-    return inter / union if union else 0.0
-
-
-def _lsh_params(num_perm: int, threshold: float) -> tuple[int, int]:
-    """Bands × rows with ≥ 99% chance to surface a pair at the verification threshold."""
-    best = (num_perm, 1)
-    for r in range(1, num_perm // 2 + 1):
-        b = num_perm // r
-        if 1 - (1 - threshold**r) ** b >= 0.99:
-            best = (b, r)
-    return best
+    f: StoryFeatures
+    published: int  # µs since the epoch
+    near: bool  # long enough for near-duplicates
+    shingles: Any  # sorted uint32 array
+    added: Any  # float array: shared-weight bound added per anchor key (see _anchor_terms)
+    finds: Any  # bool array: which anchor keys find candidates
+    anchor_keys: list[int]
+    filed_under: list[int]  # the anchor keys the item is filed under
+    base: float
 
 
 class StoryIndex:
@@ -767,8 +1062,19 @@ class StoryIndex:
     Same-language copies ("near") need an exact shingle Jaccard ≥ ``threshold`` (plus a
     little when the two texts name different people), or, when published within
     ``assisted_window`` of each other, ≥ ``assisted_threshold`` together with shared
-    anchors (names, dates, amounts) weighing ≥ ``assisted_weight``. MinHash LSH buckets and
-    the anchor postings provide the candidates; nothing scans the whole index.
+    anchors (names, dates, amounts) weighing ≥ ``assisted_weight``.
+
+    Candidates come from postings, and nothing scans the whole index. Shingle postings
+    give the entries whose overlap can reach the Jaccard threshold (see
+    _shingle_candidates). Anchor postings (names by their first letters, amounts, dates)
+    give the candidates of the assisted rule and of cross-language matches, but only those
+    whose shared weight, bounded from above by the postings alone, can reach the rule's:
+    templated copy shares common names and numbers with hundreds of items. Postings of
+    more than ``max_posting`` items find nothing; when more than ``max_shingle_candidates``
+    entries remain, the ones sharing the most are checked.
+
+    Entries live in numpy arrays indexed by entry number (time, language, shingle
+    hashes…) and in postings (~8-12 bytes a key); forgotten ones are dropped in bulk.
     """
 
     def __init__(
@@ -782,7 +1088,8 @@ class StoryIndex:
         cross_window: timedelta = timedelta(hours=24),
         cross_threshold: float = 0.6,
         max_posting: int = 2000,
-        lsh_threshold: float | None = None,
+        max_shingle_posting: int = 100,
+        max_shingle_candidates: int = 48,
     ) -> None:
         self.window = window
         self.threshold = threshold
@@ -792,31 +1099,37 @@ class StoryIndex:
         self.cross_window = cross_window
         self.cross_threshold = cross_threshold
         self.max_posting = max_posting  # anchors shared by more entries find nothing
-        self._lsh = _Bands(*_lsh_params(NUM_PERM, lsh_threshold or threshold))
-        self._entries: dict[int, _Entry] = {}
-        self._next_id = 0
-        self._by_url: dict[str, int] = {}
-        self._by_hash: dict[str, int] = {}
-        self._by_anchor: dict[str, set[int]] = {}
-        self._by_url_key: dict[str, set[int]] = {}
+        self.max_shingle_posting = max_shingle_posting  # see _shingle_candidates
+        self.max_shingle_candidates = max_shingle_candidates
+        self._by_shingle = _Postings(np.uint32, 1 << 14)
+        self._by_url = _Postings(np.int64, 1 << 11)
+        self._by_hash = _Postings(np.int64, 1 << 11)
+        self._by_url_key = _Postings(np.int64, 1 << 11)
+        self._by_anchor = _Postings(np.int64, 1 << 13)
+        self._languages: dict[str, int] = {"": 0}
+        # per entry number (the order of add); forgotten entries stay until _renumber
+        self._size = 0
+        self._live = 0
+        self._published = np.zeros(0, np.int64)  # µs since the epoch
+        self._language = np.zeros(0, np.int16)  # index in _languages, 0 for unknown
+        self._tokens = np.zeros(0, np.int32)
+        self._alive = np.zeros(0, bool)
+        self._shingle_at = np.zeros(0, np.int64)  # where its shingles start in _pool
+        self._pool = np.zeros(0, np.uint32)  # shingle hashes of every entry, one after another
+        self._pool_size = 0
+        self._story: list[str] = []
+        self._anchors: list[str] = []  # "\n"-joined; read for the few candidates that get far
+        self._last: _Query | None = None
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._live
 
     # ------------------------------------------------------------------ find
 
     def find(self, f: StoryFeatures) -> StoryMatch | None:
         """The story ``f`` belongs to, or None for a new story."""
-        if f.url and (i := self._by_url.get(f.url)) is not None:
-            return StoryMatch(self._entries[i].story_key, "url", 1.0)
-        if f.tokens >= MIN_TOKENS and (i := self._by_hash.get(f.content_hash)) is not None:
-            return StoryMatch(self._entries[i].story_key, "hash", 1.0)
-        by_anchor: set[int] = set()
-        for a in _posting_keys(f):
-            posting = self._by_anchor.get(a)
-            if posting and len(posting) <= self.max_posting:
-                by_anchor |= posting
-        return self._find_near(f, by_anchor) or self._find_cross(f, by_anchor)
+        matches = self.find_all(f)
+        return matches[0] if matches else None
 
     def find_all(self, f: StoryFeatures) -> list[StoryMatch]:
         """Every story ``f`` qualifies for, best first (one match per story).
@@ -824,213 +1137,311 @@ class StoryIndex:
         More than one means ``f`` bridges stories that are one: an agency's copy that
         arrived before the copies linking them (see :meth:`merge`).
         """
-        first = self.find(f)
-        if first is None:
+        if f.url and (i := self._latest(self._by_url, f.url)) is not None:
+            return [StoryMatch(self._story[i], "url", 1.0)]
+        if (
+            f.tokens >= MIN_TOKENS
+            and f.content_hash
+            and (i := self._latest(self._by_hash, f.content_hash)) is not None
+        ):
+            return [StoryMatch(self._story[i], "hash", 1.0)]
+        q = self._query(f)
+        near, cross = self._candidates(q)
+        if near:
+            score, i = max(near, key=lambda m: (m[0], -m[1]))
+            first = StoryMatch(self._story[i], "near", round(score, 4))
+        elif cross:
+            score, i = max(cross, key=lambda m: (m[0], -m[1]))
+            first = StoryMatch(self._story[i], "cross", round(min(score, 1.0), 4))
+        else:
             return []
-        if first.reason in ("url", "hash"):
-            return [first]
-        by_anchor: set[int] = set()
-        for a in _posting_keys(f):
-            posting = self._by_anchor.get(a)
-            if posting and len(posting) <= self.max_posting:
-                by_anchor |= posting
         found: dict[str, StoryMatch] = {}
-        for score, i in self._near_candidates(f, by_anchor):
-            key = self._entries[i].story_key
-            if key not in found or found[key].score < score:
+        for score, i in near:
+            key = self._story[i]
+            if key not in found or found[key].score < round(score, 4):
                 found[key] = StoryMatch(key, "near", round(score, 4))
-        for score, i in self._cross_candidates(f, by_anchor):
-            key = self._entries[i].story_key
+        best_cross: dict[str, float] = {}
+        for score, i in cross:
+            key = self._story[i]
             if key not in found:
-                found[key] = StoryMatch(key, "cross", round(min(score, 1.0), 4))
+                best_cross[key] = max(best_cross.get(key, 0.0), score)
+        for key, score in best_cross.items():
+            found[key] = StoryMatch(key, "cross", round(min(score, 1.0), 4))
         found.pop(first.story_key, None)
         return [first, *sorted(found.values(), key=lambda m: (-m.score, m.story_key))]
 
     def merge(self, from_key: str, into_key: str) -> int:
         """Re-file the entries of story ``from_key`` under ``into_key``; how many moved."""
         moved = 0
-        for e in self._entries.values():
-            if e.story_key == from_key:
-                e.story_key = into_key
-                moved += 1
+        into_key = sys.intern(into_key)
+        for i, key in enumerate(self._story):
+            if key == from_key:
+                self._story[i] = into_key
+                moved += bool(self._alive[i])
         return moved
 
-    def _find_near(self, f: StoryFeatures, by_anchor: set[int]) -> StoryMatch | None:
-        best: tuple[float, int] | None = None
-        for score, i in self._near_candidates(f, by_anchor):
-            if best is None or (score, -i) > (best[0], -best[1]):
-                best = (score, i)
-        if best is None:
-            return None
-        return StoryMatch(self._entries[best[1]].story_key, "near", round(best[0], 4))
+    def _latest(self, postings: _Postings, s: str) -> int | None:
+        ids, _, _ = postings.lookup([_key(s)])
+        ids = ids[self._alive[ids]]
+        return int(ids.max()) if len(ids) else None
 
-    def _near_candidates(
-        self, f: StoryFeatures, by_anchor: set[int]
-    ) -> Iterator[tuple[float, int]]:
-        if f.tokens < MIN_TOKENS or len(f.signature) != 4 * NUM_PERM:
-            return
-        sig = np.frombuffer(f.signature, dtype="<u4")
-        sh = np.frombuffer(f.shingles, dtype="<u4")
-        for i in by_anchor | self._lsh.query(sig):
-            e = self._entries[i]
-            if e.f.language != f.language or e.f.tokens < MIN_TOKENS:
-                continue
-            apart = abs(e.f.published - f.published)
-            if apart > self.window:
-                continue
-            score = _jaccard(e.sh, sh)
-            need = self.threshold + (NAMES_PENALTY if _names_conflict(e.f, f) else 0.0)
+    def _query(self, f: StoryFeatures) -> _Query:
+        if self._last is not None and self._last.f is f:
+            return self._last
+        added, finding, base = _anchor_terms(f.anchors)
+        keys = list(added)
+        q = _Query(
+            f=f,
+            published=_micros(f.published),
+            near=f.tokens >= MIN_TOKENS and len(f.signature) == 4 * NUM_PERM,
+            shingles=np.frombuffer(f.shingles, dtype="<u4"),
+            added=np.array([added[k] for k in keys]),
+            finds=np.array([k in finding for k in keys], dtype=bool),
+            anchor_keys=[_key(k) for k in keys],
+            filed_under=[_key(k) for k in finding],
+            base=base,
+        )
+        self._last = q
+        return q
+
+    def _candidates(self, q: _Query) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+        """(score, entry) of the near and of the cross-language matches of ``q``."""
+        f = q.f
+        lang = self._languages.get(f.language, -1)
+        near_ok = q.near
+        cross_ok = bool(f.language)
+        # anchor postings: candidates whose shared weight can reach a rule's
+        ids, which, capped = self._by_anchor.lookup(q.anchor_keys, self.max_posting)
+        base = q.base + float(q.added[capped].sum())
+        near_ids = np.empty(0, np.int64)
+        cross_ids = np.empty(0, np.int64)
+        if len(ids):
+            alive = self._alive[ids]
+            ids, which = ids[alive], which[alive]
+        if len(ids):
+            uniq, inverse = np.unique(ids, return_inverse=True)
+            bound = base + np.bincount(inverse, weights=q.added[which], minlength=len(uniq))
+            finds = np.bincount(inverse, weights=q.finds[which], minlength=len(uniq)) > 0
+            apart = np.abs(self._published[uniq] - q.published)
+            language = self._language[uniq]
+            if near_ok:
+                near_ids = uniq[
+                    finds
+                    & (language == lang)
+                    & (self._tokens[uniq] >= MIN_TOKENS)
+                    & (apart <= _us(self.assisted_window))
+                    & (bound >= self.assisted_weight - 1e-9)
+                ]
+            if cross_ok:
+                ok = (
+                    finds
+                    & (language != lang)
+                    & (language != 0)
+                    & (apart <= _us(self.cross_window))
+                    & (bound >= (_MIN_SHARED if self.cross_threshold > 0 else 0.0) - 1e-9)
+                )
+                cross_ids, bound = uniq[ok], bound[ok]
+                if len(cross_ids) > self.max_shingle_candidates:
+                    # common names and numbers: the ones sharing the most come first
+                    order = np.argsort(-bound, kind="stable")
+                    cross_ids = cross_ids[order[: self.max_shingle_candidates]]
+        near: list[tuple[float, int]] = []
+        cross: list[tuple[float, int]] = []
+        if near_ok:
+            near_ids = np.union1d(near_ids, self._shingle_candidates(q, lang, base))
+            if len(near_ids):
+                near = self._near(q, near_ids)
+        if cross_ok:
+            paired = np.empty(0, np.int64)
+            if f.url_key:
+                paired, _, _ = self._by_url_key.lookup([_key(f.url_key)])
+                paired = paired[
+                    self._alive[paired]
+                    & (self._language[paired] != lang)
+                    & (self._language[paired] != 0)
+                    & (np.abs(self._published[paired] - q.published) <= _us(self.cross_window))
+                ]
+            if len(cross_ids) or len(paired):
+                cross = self._cross(q, cross_ids, paired)
+        return near, cross
+
+    def _shingle_candidates(self, q: _Query, lang: int, weight_alone: float) -> Any:
+        """Entries of ``q``'s language whose shingle overlap can reach a near rule.
+
+        Exact Jaccard J >= t needs an overlap o >= t(a + b)/(1 + t) for a and b shingles.
+        Shingles filed under more than ``max_shingle_posting`` entries (common words) are
+        not looked up; each of ``q``'s can still be shared, so the overlap counted from the
+        others must reach the bound less their number. No pair is missed unless that
+        number exceeds the bound (texts of mostly common words): then only the
+        ``max_shingle_candidates`` entries sharing the most looked-up shingles are checked.
+        """
+        ids, _, capped = self._by_shingle.lookup(q.shingles.tolist(), self.max_shingle_posting)
+        if not len(ids):
+            return ids
+        ids.sort()
+        first = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+        overlap = np.diff(np.append(first, len(ids)))
+        ids = ids[first]
+        ok = self._alive[ids] & (self._language[ids] == lang) & (self._tokens[ids] >= MIN_TOKENS)
+        ids, overlap = ids[ok], overlap[ok]
+        apart = np.abs(self._published[ids] - q.published)
+        t = np.full(len(ids), self.threshold)
+        if weight_alone >= self.assisted_weight - 1e-9:
+            # the assisted rule needs no shared posting then: its lower threshold applies
+            t[apart <= _us(self.assisted_window)] = min(self.threshold, self.assisted_threshold)
+        needed = t * (len(q.shingles) + self._tokens[ids]) / (1 + t) - int(capped.sum())
+        keep = (overlap >= needed - 1e-9) & (apart <= _us(self.window))
+        ids, overlap = ids[keep], overlap[keep]
+        if len(ids) > self.max_shingle_candidates:
+            # mostly common words: the bound lets many through; copies share the most
+            ids = ids[np.argsort(-overlap, kind="stable")[: self.max_shingle_candidates]]
+        return ids
+
+    def _near(self, q: _Query, ids: Any) -> list[tuple[float, int]]:
+        scores = self._jaccards(ids, q.shingles)
+        keep = scores >= min(self.threshold, self.assisted_threshold)
+        out = []
+        f = q.f
+        for i, score in zip(ids[keep].tolist(), scores[keep].tolist(), strict=True):
+            anchors = self._entry_anchors(i)
+            apart = abs(int(self._published[i]) - q.published)
+            need = self.threshold + (NAMES_PENALTY if _names_conflict(anchors, f.anchors) else 0.0)
             if score < need and not (
                 score >= self.assisted_threshold
-                and apart <= self.assisted_window
-                and shared_weight(e.f.anchors, f.anchors) >= self.assisted_weight
+                and apart <= _us(self.assisted_window)
+                and shared_weight(anchors, f.anchors) >= self.assisted_weight
             ):
                 continue
-            if _numbers_conflict(e.f.anchors, f.anchors):
+            if _numbers_conflict(anchors, f.anchors):
                 continue
-            yield score, i
+            out.append((score, i))
+        return out
 
-    def _find_cross(self, f: StoryFeatures, by_anchor: set[int]) -> StoryMatch | None:
-        best: tuple[float, int] | None = None
-        for score, i in self._cross_candidates(f, by_anchor):
-            if best is None or (score, -i) > (best[0], -best[1]):
-                best = (score, i)
-        if best is None:
-            return None
-        return StoryMatch(self._entries[best[1]].story_key, "cross", round(min(best[0], 1.0), 4))
-
-    def _cross_candidates(
-        self, f: StoryFeatures, by_anchor: set[int]
-    ) -> Iterator[tuple[float, int]]:
-        if not f.language:
-            return
-        paired = self._by_url_key.get(f.url_key, set()) if f.url_key else set()
-        for i in by_anchor | paired:
-            e = self._entries[i]
-            if not e.f.language or e.f.language == f.language:
-                continue
-            if abs(e.f.published - f.published) > self.cross_window:
-                continue
-            score = cross_score(e.f, f)
-            if i in paired and shared_weight(e.f.anchors, f.anchors) > 0:
+    def _cross(self, q: _Query, ids: Any, paired: Any) -> list[tuple[float, int]]:
+        out = []
+        f = q.f
+        pairs = set(paired.tolist())
+        for i in sorted(set(ids.tolist()) | pairs):
+            anchors = self._entry_anchors(i)
+            score = _cross_score(anchors, f.anchors)
+            if i in pairs and shared_weight(anchors, f.anchors) > 0:
                 # the agency's own translation under the same article number
                 score = max(score + 0.25, self.cross_threshold)
-            if score < self.cross_threshold:
-                continue
-            yield score, i
+            if score >= self.cross_threshold:
+                out.append((score, i))
+        return out
+
+    def _jaccards(self, ids: Any, shingles: Any) -> Any:
+        """Exact Jaccard similarity of ``shingles`` with each entry's, in one pass."""
+        lens = self._tokens[ids]
+        ends = np.cumsum(lens)
+        starts = ends - lens
+        at = np.arange(int(ends[-1])) + np.repeat(self._shingle_at[ids] - starts, lens)
+        values = self._pool[at]
+        pos = np.minimum(np.searchsorted(shingles, values), len(shingles) - 1)
+        inter = np.add.reduceat(shingles[pos] == values, starts, dtype=np.int64)
+        return inter / (lens + len(shingles) - inter)
+
+    def _entry_anchors(self, i: int) -> frozenset[str]:
+        text = self._anchors[i]
+        return frozenset(text.split("\n")) if text else frozenset()
 
     # ------------------------------------------------------------------ add / prune
 
     def add(self, story_key: str, f: StoryFeatures) -> None:
         """Remember ``f`` as a copy of ``story_key``."""
-        i = self._next_id
-        self._next_id += 1
-        sig = np.frombuffer(f.signature, dtype="<u4")
-        if len(sig) == NUM_PERM:
-            self._lsh.insert(i, sig)
-        slim = replace(f, signature=b"")
-        self._entries[i] = _Entry(story_key, slim, np.frombuffer(f.shingles, dtype="<u4"))
+        q = self._query(f)
+        i = self._size
+        if i == len(self._alive):
+            self._grow(max(1024, 2 * i))
+        self._size += 1
+        self._live += 1
+        self._published[i] = q.published
+        self._language[i] = self._languages.setdefault(f.language, len(self._languages))
+        self._tokens[i] = f.tokens
+        self._alive[i] = True
+        if f.tokens >= MIN_TOKENS:
+            at = self._pool_size
+            if at + f.tokens > len(self._pool):
+                self._pool = np.concatenate(
+                    [self._pool, np.zeros(max(at + f.tokens, len(self._pool)), np.uint32)]
+                )
+            self._pool[at : at + f.tokens] = q.shingles
+            self._shingle_at[i] = at
+            self._pool_size += f.tokens
+            self._by_shingle.add(q.shingles.tolist(), i)
         if f.url:
-            self._by_url[f.url] = i
+            self._by_url.add([_key(f.url)], i)
         if f.content_hash:
-            self._by_hash[f.content_hash] = i
-        for a in _posting_keys(f):
-            self._by_anchor.setdefault(a, set()).add(i)
+            self._by_hash.add([_key(f.content_hash)], i)
+        if q.filed_under:
+            self._by_anchor.add(q.filed_under, i)
         if f.url_key:
-            self._by_url_key.setdefault(f.url_key, set()).add(i)
+            self._by_url_key.add([_key(f.url_key)], i)
+        self._story.append(sys.intern(story_key))
+        self._anchors.append("\n".join(f.anchors))
 
     def prune(self, before: datetime) -> int:
         """Forget entries published before ``before`` (a sliding window); how many went."""
-        old = [i for i, e in self._entries.items() if e.f.published < before]
-        for i in old:
-            e = self._entries.pop(i)
-            f = e.f
-            self._lsh.remove(i)
-            if self._by_url.get(f.url) == i:
-                del self._by_url[f.url]
-            if self._by_hash.get(f.content_hash) == i:
-                del self._by_hash[f.content_hash]
-            for a in _posting_keys(f):
-                _discard(self._by_anchor, a, i)
-            _discard(self._by_url_key, f.url_key, i)
-        return len(old)
+        n = self._size
+        old = self._alive[:n] & (self._published[:n] < _micros(before))
+        count = int(old.sum())
+        if count:
+            self._alive[:n][old] = False
+            self._live -= count
+            for i in np.flatnonzero(old).tolist():
+                self._anchors[i] = ""
+            if n - self._live > max(4096, self._live // 4):
+                self._renumber()
+        return count
+
+    def _grow(self, capacity: int) -> None:
+        for name in ("_published", "_language", "_tokens", "_alive", "_shingle_at"):
+            old = getattr(self, name)
+            new = np.zeros(capacity, old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
+
+    def _renumber(self) -> None:
+        """Drop forgotten entries from every array and posting: entry numbers change."""
+        n = self._size
+        keep = np.flatnonzero(self._alive[:n])
+        new_ids = np.full(n, -1, np.int64)
+        new_ids[keep] = np.arange(len(keep))
+        for postings in (
+            self._by_shingle,
+            self._by_url,
+            self._by_hash,
+            self._by_url_key,
+            self._by_anchor,
+        ):
+            postings.renumber(new_ids)
+        lens = np.where(self._tokens[keep] >= MIN_TOKENS, self._tokens[keep], 0)
+        ends = np.cumsum(lens)
+        starts = ends - lens
+        at = np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(
+            self._shingle_at[keep] - starts, lens
+        )
+        self._pool = self._pool[at]
+        self._pool_size = len(self._pool)
+        self._shingle_at = np.zeros(0, np.int64)
+        columns = {
+            name: getattr(self, name)[keep]
+            for name in ("_published", "_language", "_tokens", "_alive")
+        }
+        self._size = len(keep)
+        capacity = max(1024, 2 * len(keep))
+        for name, values in (*columns.items(), ("_shingle_at", starts)):
+            column = np.zeros(capacity, values.dtype)
+            column[: len(values)] = values
+            setattr(self, name, column)
+        self._story = [self._story[i] for i in keep.tolist()]
+        self._anchors = [self._anchors[i] for i in keep.tolist()]
+        self._last = None
 
 
-def _discard(index: dict[str, set[int]], key: str, i: int) -> None:
-    posting = index.get(key)
-    if posting is not None:
-        posting.discard(i)
-        if not posting:
-            del index[key]
-
-
-class _Bands:
-    """MinHash LSH banding (the scheme of datasketch's MinHashLSH), stored compactly.
-
-    Each entry has one 32-bit key per band (its band's MinHash values and the band number,
-    mixed). All keys live in one sorted numpy array with the entry ids beside it, plus a
-    small unsorted tail that is merged in when it grows: 8 bytes per band per entry instead
-    of a Python dict slot and key object (~140 bytes) — measured 88 MB for 10,000 entries
-    with dicts. A key collision between bands only adds a candidate, which the exact
-    Jaccard check then rejects.
-    """
-
-    _MIX = (np.uint64(0x9E3779B1), np.uint64(0x85EBCA77), np.uint64(0xC2B2AE3D))
-
-    def __init__(self, bands: int, rows: int) -> None:
-        self.bands = bands
-        self.rows = rows
-        self._band_ids = np.arange(bands, dtype=np.uint64)
-        self._keys = np.empty(0, dtype=np.uint32)  # sorted
-        self._ids = np.empty(0, dtype=np.int32)
-        self._tail_keys: list[Any] = []
-        self._tail_ids: list[int] = []
-        self._dead: set[int] = set()
-
-    def _band_keys(self, sig: Any) -> Any:
-        rows = sig[: self.bands * self.rows].astype(np.uint64).reshape(self.bands, self.rows)
-        mixed = self._band_ids * self._MIX[2]
-        for r in range(self.rows):
-            mixed = mixed * self._MIX[0] + rows[:, r] * self._MIX[1] + np.uint64(r)
-            mixed ^= mixed >> np.uint64(29)
-        return (mixed & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-
-    def insert(self, i: int, sig: Any) -> None:
-        self._tail_keys.append(self._band_keys(sig))
-        self._tail_ids.append(i)
-        if len(self._tail_ids) >= max(1024, len(self._keys) // (8 * self.bands)):
-            self._merge()
-
-    def _merge(self) -> None:
-        keys = [self._keys, *self._tail_keys] if self._tail_keys else [self._keys]
-        ids = [self._ids, np.repeat(np.asarray(self._tail_ids, dtype=np.int32), self.bands)]
-        all_keys = np.concatenate(keys)
-        all_ids = np.concatenate(ids)
-        if self._dead:
-            alive = ~np.isin(all_ids, np.fromiter(self._dead, dtype=np.int32))
-            all_keys, all_ids = all_keys[alive], all_ids[alive]
-            self._dead.clear()
-        order = np.argsort(all_keys, kind="stable")
-        self._keys, self._ids = all_keys[order], all_ids[order]
-        self._tail_keys, self._tail_ids = [], []
-
-    def query(self, sig: Any) -> set[int]:
-        q = self._band_keys(sig)
-        found: set[int] = set()
-        if len(self._keys):
-            lo = np.searchsorted(self._keys, q, side="left")
-            hi = np.searchsorted(self._keys, q, side="right")
-            for a, b in zip(lo[hi > lo].tolist(), hi[hi > lo].tolist(), strict=True):
-                found.update(self._ids[a:b].tolist())
-        if self._tail_keys:
-            hits = (np.stack(self._tail_keys) == q).any(axis=1)
-            found.update(self._tail_ids[k] for k in np.flatnonzero(hits).tolist())
-        return found - self._dead if self._dead else found
-
-    def remove(self, i: int) -> None:
-        self._dead.add(i)
-        if len(self._dead) * self.bands > len(self._keys) // 4:
-            self._merge()
+def _us(delta: timedelta) -> int:
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 # --------------------------------------------------------------------------- cluster

@@ -445,7 +445,11 @@ class Store:
                     values["enabled"] = source.enabled
                 if not row.configured:
                     values["next_poll_at"] = now
-                conn.execute(update(t.sources).where(t.sources.c.id == source.id).values(values))
+                if any(getattr(row, k) != v for k, v in values.items()):
+                    # a restart with an unchanged config writes nothing here
+                    conn.execute(
+                        update(t.sources).where(t.sources.c.id == source.id).values(values)
+                    )
             gone = [sid for sid in existing if sid not in wanted]
             if gone:
                 conn.execute(
