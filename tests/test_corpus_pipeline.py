@@ -118,7 +118,10 @@ class IndexFinder:
         return self.index.merge(old, new)
 
 
-def test_a_copy_bridging_two_stories_merges_them(store_url: str) -> None:
+@pytest.mark.parametrize("one_poll", [False, True], ids=["three polls", "one poll"])
+def test_a_copy_bridging_two_stories_merges_them(
+    store_url: str, one_poll: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     from aggregator.store import IngestEntry
     from aggregator.stories import features
     from aggregator.types import Item, PollOutcome, Source, TopicHit
@@ -136,7 +139,11 @@ def test_a_copy_bridging_two_stories_merges_them(store_url: str) -> None:
     )
     finder = IndexFinder()
 
+    batch: list[IngestEntry] = []
+
     def ingest(source: str, title: str, summary: str, topic: str, hours_ago: int) -> None:
+        """One poll of ``source`` with this item, or (one_poll) one more entry of a feed
+        that carries all three copies (the merge then happens inside one ingest)."""
         when = now - timedelta(hours=hours_ago)
         item = Item(
             source,
@@ -152,12 +159,11 @@ def test_a_copy_bridging_two_stories_merges_them(store_url: str) -> None:
             content_hash=hashlib.sha256(title.encode()).hexdigest(),
         )
         f = features(item)
-        store.ingest(
-            PollOutcome(source, now, now, status=200),
-            [IngestEntry(item, (TopicHit(topic, ()),), f.to_bytes(), f)],
-            finder=finder,
-            now=now,
-        )
+        entry = IngestEntry(item, (TopicHit(topic, ()),), f.to_bytes(), f)
+        if one_poll:
+            batch.append(entry)
+            return
+        store.ingest(PollOutcome(source, now, now, status=200), [entry], finder=finder, now=now)
 
     # Two reworded copies eight hours apart, too different to be told one story...
     ingest(
@@ -177,6 +183,8 @@ def test_a_copy_bridging_two_stories_merges_them(store_url: str) -> None:
         0,
     )
     first = {r["uid"] for r in store.all_items()}
+    if one_poll:
+        first = {"(two stories created inside the one poll)"}
     # ...and a third copy close to both: it shows they are one story.
     ingest(
         "c",
@@ -186,10 +194,15 @@ def test_a_copy_bridging_two_stories_merges_them(store_url: str) -> None:
         "t1",
         4,
     )
+    if one_poll:
+        store.ingest(PollOutcome("a", now, now, status=200), batch, finder=finder, now=now)
     uids = {r["uid"] for r in store.all_items()}
-    assert len(first) == 2 and len(uids) == 1  # merged
+    assert len(uids) == 1  # merged
     survivor = uids.pop()
-    assert survivor in first  # an existing id survives; no new id appears
+    if not one_poll:
+        assert len(first) == 2 and survivor in first  # an existing id survives
+    assert store.counts()["stories"] == 1
+    assert any(r.getMessage().startswith("merged story") for r in caplog.records)
     assert store.execute_check() == []
     for topic in ("t1", "t2"):  # memberships of both stories now point at the survivor
         page = store.topic_page(topic, page=1, limit=10)

@@ -39,7 +39,6 @@ PostgreSQL (psycopg 3; production and scale-out): several worker processes share
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -97,6 +96,7 @@ WRITE_ATTEMPTS = 8  # a write transaction is retried on a conflict with another 
 # longer GUIDs (some feeds use very long links) are stored as their digest.
 MAX_GUID_BYTES = 1000
 MIGRATION_LOCK = 0x61676772  # PostgreSQL advisory lock key held while migrating ("aggr")
+PLACEHOLDER_BASE = 1 << 62  # ids of stories an ingest creates, until it inserts them
 URL_KEY_CHARS = 590  # story_keys.key is VARCHAR(600): "url:" + this many characters
 # SQLSTATEs of a transaction PostgreSQL aborted because of another one; running it again works.
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
@@ -179,25 +179,47 @@ class _Batch:
     new_urls: set[str] = field(default_factory=set)
     uid_of: dict[int, str] = field(default_factory=dict)
     id_of_uid: dict[str, int | None] = field(default_factory=dict)
+    # Stories this batch creates, by a placeholder id until they are inserted together.
+    # Placeholders sort after every stored id and in creation order, so "the oldest story"
+    # is still the smallest id.
+    new_stories: dict[int, dict[str, Any]] = field(default_factory=dict)
+    next_placeholder: int = PLACEHOLDER_BASE
 
-    def merged(self, loser: int, survivor: int) -> None:
-        """Re-file everything planned for story ``loser`` under ``survivor`` at once: SQLite
-        may give a story created later in this batch the loser's id again."""
+    def create(self, uid: str, published: datetime, now: datetime) -> int:
+        story_id = self.next_placeholder
+        self.next_placeholder += 1
+        self.new_stories[story_id] = {
+            "uid": uid,
+            "published_at": published,
+            "first_seen_at": now,
+            "updated_at": now,
+        }
+        self.uid_of[story_id] = uid
+        self.id_of_uid[uid] = story_id
+        return story_id
+
+    def remap(self, ids: Mapping[int, int], *, inserted: bool = False) -> None:
+        """Re-file everything planned for the stories in ``ids`` under their new ids: a
+        merge, or (``inserted``) placeholders replaced by their rows' ids."""
 
         def fix(story_id: int) -> int:
-            return survivor if story_id == loser else story_id
+            return ids.get(story_id, story_id)
 
         self.key_owner = {k: fix(s) for k, s in self.key_owner.items()}
         self.new_keys = {k: fix(s) for k, s in self.new_keys.items()}
         self.planned = [(e, g, fix(s)) for e, g, s in self.planned]
-        self.copies[survivor] = self.copies.get(survivor, 0) + self.copies.pop(loser, 0)
-        for group in (self.choose, self.touched):
-            if loser in group:
-                group.discard(loser)
-                group.add(survivor)
+        copies: dict[int, int] = {}
+        for s, n in self.copies.items():
+            copies[fix(s)] = copies.get(fix(s), 0) + n
+        self.copies = copies
+        self.choose = {fix(s) for s in self.choose}
+        self.touched = {fix(s) for s in self.touched}
         self.hits = [(fix(s), h) for s, h in self.hits]
         self.id_of_uid = {u: None if s is None else fix(s) for u, s in self.id_of_uid.items()}
-        self.uid_of.pop(loser, None)
+        uid_of = {s: u for s, u in self.uid_of.items() if s not in ids}
+        if inserted:  # a placeholder's uid goes with its row; a merged story's is gone
+            uid_of.update((ids[s], u) for s, u in self.uid_of.items() if s in ids)
+        self.uid_of = uid_of
 
 
 class _KeyTaken(Exception):
@@ -744,27 +766,25 @@ class Store:
                 merge_ids = sorted(matched - {story_id})
         created = story_id is None
         if story_id is None:
-            uid = f"urn:uuid:{uuid.uuid4()}"
-            story_id = int(
-                conn.execute(
-                    self._insert_story,
-                    {
-                        "uid": uid,
-                        "published_at": item.published,
-                        "first_seen_at": now,
-                        "updated_at": now,
-                    },
-                ).scalar_one()
-            )
-            batch.uid_of[story_id] = uid
-            batch.id_of_uid[uid] = story_id
+            story_id = batch.create(f"urn:uuid:{uuid.uuid4()}", item.published, now)
         for key in keys:
             if key not in batch.key_owner:
                 batch.key_owner[key] = story_id
                 batch.new_keys[key] = story_id
         for loser in merge_ids:
-            self._merge_story(conn, loser, story_id, finder, pending)
-            batch.merged(loser, story_id)
+            if loser in batch.new_stories:
+                # created by this batch: nothing of it is stored yet, and no other worker
+                # has seen its uid
+                loser_uid = batch.uid_of[loser]
+                survivor_uid = self._batch_uid(conn, batch, story_id)
+                del batch.new_stories[loser]
+                if finder is not None:
+                    finder.merge(loser_uid, survivor_uid)
+                log.info("merged story %s into %s", loser_uid, survivor_uid)
+            else:
+                # (a stored loser means a stored survivor: stored ids are the smaller)
+                self._merge_story(conn, loser, story_id, finder, pending)
+            batch.remap({loser: story_id})
         batch.planned.append((entry, guid, story_id))
         batch.copies[story_id] = batch.copies.get(story_id, 0) + 1
         if not created or merge_ids:
@@ -786,6 +806,17 @@ class Store:
         pending: _Pending,
         added: list[tuple[int, str, Any]],
     ) -> None:
+        if batch.new_stories:
+            placeholders = sorted(batch.new_stories)
+            rows = conn.execute(
+                insert(t.stories).returning(t.stories.c.id, sort_by_parameter_order=True),
+                [batch.new_stories[p] for p in placeholders],
+            ).all()
+            batch.remap(
+                {p: int(row.id) for p, row in zip(placeholders, rows, strict=True)},
+                inserted=True,
+            )
+            batch.new_stories = {}
         if batch.new_keys:
             claims = sorted(batch.new_keys.items())
             conn.execute(
@@ -932,10 +963,6 @@ class Store:
                 select(t.stories.c.uid).where(t.stories.c.id == story_id)
             ).scalar_one()
         return batch.uid_of[story_id]
-
-    @functools.cached_property
-    def _insert_story(self) -> Any:
-        return insert(t.stories).returning(t.stories.c.id)
 
     def _insert_ignore_stmt(self, table: Any, keys: list[str]) -> Any:
         """INSERT … ON CONFLICT DO NOTHING on both backends (values given at execution)."""
