@@ -31,23 +31,13 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aggregator import fetch as fetch_stage
-from aggregator import schedule, topics
+from aggregator import schedule
 from aggregator.errors import FetchError, ParseError, StoreError
-from aggregator.prepare import (
-    PreparedFeed,
-    PrepareJob,
-    init_worker,
-    prepare,
-    prepare_in_worker,
-    split_digests,
-    topic_hits,
-)
 from aggregator.store import IngestEntry, IngestResult, Store
-from aggregator.stories import StoryFeatures
 from aggregator.types import (
     Config,
     ErrorKind,
@@ -61,6 +51,10 @@ from aggregator.types import (
     Topic,
     TopicHit,
 )
+
+if TYPE_CHECKING:  # the modules themselves load on first use: a round of 304s needs neither
+    from aggregator.prepare import PreparedFeed, PrepareJob
+    from aggregator.topics import CompiledTopic
 
 log = logging.getLogger(__name__)
 
@@ -140,17 +134,25 @@ class Poller:
     def set_config(self, config: Config) -> None:
         self.config = config
         self.sources = {s.id: s for s in config.sources}
-        self.compiled_topics = [topics.compile_topic(t) for t in config.topics]
+        self._compiled_topics: list[CompiledTopic] | None = None
         old = getattr(self, "parsers", None)
         if old is not None and old.topics == config.topics:
             return
-        self.parsers = ParserPool(config.settings.processes, config.topics, self.compiled_topics)
+        self.parsers = ParserPool(config.settings.processes, config.topics)
         if old is not None:
             old.close()
 
     def close(self) -> None:
         self.session.close()
         self.parsers.close()
+
+    @property
+    def compiled_topics(self) -> list[CompiledTopic]:
+        if self._compiled_topics is None:
+            from aggregator.topics import compile_topic
+
+            self._compiled_topics = [compile_topic(t) for t in self.config.topics]
+        return self._compiled_topics
 
     # ------------------------------------------------------------------ story index
 
@@ -396,6 +398,9 @@ class Poller:
             )
             return _Prepared(outcome, (), report)
         assert isinstance(response, Fetched)
+        from aggregator.prepare import PrepareJob, split_digests
+        from aggregator.stories import StoryFeatures
+
         job = PrepareJob(
             source=source,
             content=response.content,
@@ -455,6 +460,8 @@ class Poller:
     def match_topics(
         self, source: Source, title: str, summary: str, content: str, language: str | None
     ) -> tuple[TopicHit, ...]:
+        from aggregator.prepare import topic_hits
+
         return topic_hits(self.compiled_topics, source, title, summary, content, language)
 
     def _failed(
@@ -593,15 +600,10 @@ class ParserPool:
     source's error, and the pool is replaced.
     """
 
-    def __init__(
-        self,
-        processes: int | None,
-        topic_defs: tuple[Topic, ...],
-        compiled: Sequence[topics.CompiledTopic],
-    ) -> None:
+    def __init__(self, processes: int | None, topic_defs: tuple[Topic, ...]) -> None:
         self.processes = min(4, os.cpu_count() or 1) if processes is None else processes
         self.topics = topic_defs
-        self.compiled = list(compiled)
+        self._compiled: list[CompiledTopic] | None = None  # for inline runs
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -611,6 +613,8 @@ class ParserPool:
                 # spawn: the daemon has threads, and forking them is unsafe; and unlike a
                 # forkserver, nothing stays behind once the pool is shut after a round.
                 context = multiprocessing.get_context("spawn")
+                from aggregator.prepare import init_worker
+
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.processes,
                     mp_context=context,
@@ -620,8 +624,14 @@ class ParserPool:
             return self._pool
 
     def run(self, job: PrepareJob, *, timeout: float, inline: bool = False) -> PreparedFeed:
+        from aggregator.prepare import prepare, prepare_in_worker
+
         if inline or self.processes == 0:
-            return prepare(job, self.compiled)
+            if self._compiled is None:
+                from aggregator.topics import compile_topic
+
+                self._compiled = [compile_topic(t) for t in self.topics]
+            return prepare(job, self._compiled)
         pool = self._get()
         future = pool.submit(prepare_in_worker, job)
         try:

@@ -42,7 +42,7 @@ def job(body: bytes, content_type: str = "application/rss+xml") -> PrepareJob:
 
 @pytest.fixture
 def pool() -> ParserPool:
-    p = ParserPool(2, (TOPIC,), [topics.compile_topic(TOPIC)])
+    p = ParserPool(2, (TOPIC,))
     yield p
     p.close()
 
@@ -121,7 +121,7 @@ def test_workers_exit_when_the_daemon_is_killed(tmp_path: Path) -> None:
             from aggregator.pipeline import ParserPool
 
             if __name__ == "__main__":  # worker processes import this module too
-                pool = ParserPool(2, (TOPIC,), [topics.compile_topic(TOPIC)])
+                pool = ParserPool(2, (TOPIC,))
                 pool.run(job((DATA / "feeds" / "belta-en.xml").read_bytes()), timeout=60)
                 print(*[p.pid for p in pool._get()._processes.values()], flush=True)
                 time.sleep(60)
