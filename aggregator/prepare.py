@@ -95,9 +95,7 @@ def prepare(job: PrepareJob, compiled: Sequence[topics.CompiledTopic]) -> Prepar
         seen.add(item.guid)
         hits = topic_hits(compiled, source, item.title, item.summary, item.content, item.language)
         entries.append(PreparedEntry(item, hits, story_features(item).to_bytes()))
-    return PreparedFeed(
-        tuple(entries), feed.ttl_seconds, feed.warning, b"".join(digests), skipped
-    )
+    return PreparedFeed(tuple(entries), feed.ttl_seconds, feed.warning, b"".join(digests), skipped)
 
 
 def entry_digest(raw: ParsedEntry, context: bytes) -> bytes:

@@ -44,9 +44,12 @@ import re
 import threading
 import unicodedata
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
+from itertools import compress, filterfalse, repeat
+from operator import is_
 from typing import cast
 
 import Stemmer
@@ -154,6 +157,7 @@ def _stemmer(language: str) -> Stemmer.Stemmer:
     stemmer = stemmers.get(language)
     if stemmer is None:
         stemmer = stemmers[language] = Stemmer.Stemmer(language)
+        stemmer.maxCacheSize = 0  # _word_stems caches: a second cache only costs time
     return stemmer
 
 
@@ -186,7 +190,8 @@ def _normalize(text: str) -> str:
 def _plain(text: str) -> str:
     """Drop HTML tags and entities cheaply; plain text comes back unchanged."""
     if "<" in text:
-        text = _SCRIPT_STYLE.sub(" ", text)
+        if "<s" in text or "<S" in text or "<ſ" in text:  # ("ſ" is an "s" to re.IGNORECASE)
+            text = _SCRIPT_STYLE.sub(" ", text)
         text = _BLOCK_TAG.sub(" ", text)
         text = _TAG.sub("", text)
     if "&" in text:
@@ -201,17 +206,104 @@ def _bases(tokens: list[str]) -> list[str]:
     return [t[:-2] if t.endswith(("'s", "'S")) else t for t in tokens]
 
 
-@dataclass(frozen=True)
-class PreparedText:
-    """An item's text tokenized and stemmed once, for every topic to match against."""
+def _folded(words: list[str]) -> list[str]:
+    """Each word casefolded."""
+    # One call for all words; casefolding never makes a newline.
+    return "\n".join(words).casefold().split("\n") if words else []
 
-    text: str  # folded title, summary and content joined by newlines: regexes search this
-    tokens: tuple[str, ...]  # words as written, in order; "" between title, summary, content
-    bases: dict[str, str]  # token -> token without possessive, case kept (acronyms)
-    folded: dict[str, str]  # token -> casefolded base (wildcards)
-    stems: dict[str, str]  # token -> stem of the folded base (plain words)
-    base_set: frozenset[str]
-    stem_set: frozenset[str]
+
+# Word -> stem of its folded base. Stemming is most of the cost of preparing a text and news
+# repeats its words, so each distinct word is stemmed once per process (a full cache is
+# replaced by an empty one).
+_stem_cache: dict[str, str] = {}
+_STEM_CACHE_LIMIT = 50_000
+
+
+def _word_stems(words: set[str]) -> tuple[list[str | None], dict[str, str]]:
+    """The cached stem of each of ``words`` (None if not cached yet) in the set's order, and
+    the stems of the words that were not cached (now they are)."""
+    global _stem_cache
+    cache = _stem_cache
+    found = list(map(cache.get, words))
+    if None not in found:
+        return found, {}
+    new = list(compress(words, map(is_, found, repeat(None))))
+    folded = _folded(_bases(new))
+    stem_of = _stems(list(set(folded)))
+    new_stems = dict(zip(new, map(stem_of.__getitem__, folded), strict=True))
+    if len(cache) + len(new) > _STEM_CACHE_LIMIT:
+        cache = _stem_cache = {}
+    cache.update(new_stems)
+    return found, new_stems
+
+
+def _distinct_words(text: str) -> set[str]:
+    """The set of ``_WORD.findall(text)``."""
+    # A regex pass costs per word found; splitting at whitespace is much cheaper and most
+    # pieces are one whole word. No word spans whitespace, so only the rest needs the regex.
+    words = set(text.split())
+    rest = list(filterfalse(str.isalnum, words))
+    if rest:
+        words.difference_update(rest)
+        words.update(_WORD.findall(" ".join(rest)))
+    return words
+
+
+class PreparedText:
+    """An item's text tokenized and stemmed once, for every topic to match against.
+
+    Most terms need only the sets of bases and stems; the rest is worked out when a term
+    asks for it.
+    """
+
+    def __init__(self, fields: list[str]) -> None:
+        self._fields = fields  # title, summary and content: no tags, normalized
+        text = "\n".join(fields)
+        self._words = _distinct_words(text)  # never changed: its order is that of _found
+        self._found, self._new = _word_stems(self._words)
+        stems = set(self._found)
+        if self._new:
+            stems.discard(None)
+            stems.update(self._new.values())
+        self.stem_set = cast("set[str]", stems)
+        # Only a possessive makes a base differ from its word.
+        self.base_set: AbstractSet[str] = (
+            frozenset(_bases(list(self._words))) if "'" in text else self._words
+        )
+
+    @cached_property
+    def text(self) -> str:
+        """Folded title, summary and content joined by newlines: regexes search this."""
+        return "\n".join(self._fields).casefold()
+
+    @cached_property
+    def tokens(self) -> tuple[str, ...]:
+        """Words as written, in order; "" between title, summary and content."""
+        tokens: list[str] = []
+        for text in self._fields:
+            if tokens:
+                tokens.append("")  # a phrase must not run from one field into the next
+            tokens.extend(_WORD.findall(text))
+        return tuple(tokens)
+
+    @cached_property
+    def bases(self) -> dict[str, str]:
+        """Word -> word without possessive, case kept (acronyms)."""
+        words = list(self._words)
+        return dict(zip(words, _bases(words), strict=True))
+
+    @cached_property
+    def folded(self) -> dict[str, str]:
+        """Word -> casefolded base (wildcards)."""
+        words = list(self._words)
+        return dict(zip(words, _folded(_bases(words)), strict=True))
+
+    @cached_property
+    def stems(self) -> dict[str, str]:
+        """Word -> stem of the folded base (plain words)."""
+        stems = dict(zip(self._words, self._found, strict=True))
+        stems.update(self._new)
+        return cast("dict[str, str]", stems)
 
     @cached_property
     def _folded_lines(self) -> str:
@@ -224,27 +316,7 @@ class PreparedText:
 
 def prepare(item: MatchInput) -> PreparedText:
     """Tokenize, fold and stem an item's title, summary and content, once for all topics."""
-    fields = [_normalize(_plain(f)) for f in (item.title, item.summary, item.content)]
-    tokens: list[str] = []
-    for text in fields:
-        if tokens:
-            tokens.append("")  # a phrase must not run from one field into the next
-        tokens.extend(_WORD.findall(text))
-    unique = list(set(tokens).difference([""]))
-    bases = _bases(unique)
-    # Casefold all words in one call; casefolding never makes a newline.
-    folded = "\n".join(bases).casefold().split("\n") if bases else []
-    stem_of = _stems(list(set(folded)))
-    stems = list(map(stem_of.__getitem__, folded))
-    return PreparedText(
-        text="\n".join(fields).casefold(),
-        tokens=tuple(tokens),
-        bases=dict(zip(unique, bases, strict=True)),
-        folded=dict(zip(unique, folded, strict=True)),
-        stems=dict(zip(unique, stems, strict=True)),
-        base_set=frozenset(bases),
-        stem_set=frozenset(stems),
-    )
+    return PreparedText([_normalize(_plain(f)) for f in (item.title, item.summary, item.content)])
 
 
 class _Kind(Enum):
@@ -399,6 +471,32 @@ class CompiledTopic:
     def id(self) -> str:
         return self.topic.id
 
+    @cached_property
+    def _any_screen(self) -> tuple[frozenset[str], frozenset[str]] | None:
+        """The stems and the acronym forms of the `any` terms' first words (a term matches
+        only where its first word does), or None when a wildcard or regex term is among them.
+        """
+        stems: set[str] = set()
+        forms: set[str] = set()
+        for term in self.any:
+            first = term.words[0] if term.words else None
+            if first is None or first.kind is _Kind.PREFIX:
+                return None
+            if first.kind is _Kind.STEM:
+                stems.add(first.key)
+            else:
+                forms.update(first.forms)
+        return frozenset(stems), frozenset(forms)
+
+    def _may_match_any(self, text: PreparedText) -> bool:
+        """False when no `any` term can match the text (a quick test)."""
+        screen = self._any_screen
+        return (
+            screen is None
+            or not text.stem_set.isdisjoint(screen[0])
+            or not text.base_set.isdisjoint(screen[1])
+        )
+
     def _language_ok(self, language: str | None) -> bool:
         if not self.languages:
             return True
@@ -466,7 +564,7 @@ def _matched_terms(any_hits: list[str], all_hits: list[str]) -> tuple[str, ...]:
 
 def match_prepared(topic: CompiledTopic, text: PreparedText, item: MatchInput) -> Match | None:
     """Match an item whose text :func:`prepare` has already processed."""
-    if not topic.admits(item):
+    if not topic.admits(item) or (topic.any and not topic._may_match_any(text)):
         return None
     any_hits = [t.text for t in topic.any if t.matches(text)]
     if topic.any and not any_hits:

@@ -192,6 +192,23 @@ def test_clean_text_of_very_deep_markup_is_fast_and_complete() -> None:
     assert clean_text(deep) == "deep text"
 
 
+LINE_BREAKS = "\n\r\u2028\u2029"
+CONTROL_SPACES = "\x0b\x0c\x1c\x1d\x1e\x1f\x85"  # dropped like other control characters
+
+
+@pytest.mark.parametrize("space", [chr(c) for c in range(0x3001) if chr(c).isspace()])
+def test_clean_text_treats_every_kind_of_space_alike(space: str) -> None:
+    """A run of spaces becomes one, line breaks end lines, control characters go."""
+    if space in LINE_BREAKS:
+        expected = "a\nb"
+    elif space in CONTROL_SPACES:
+        expected = "ab"
+    else:
+        expected = "a b"
+    assert clean_text(f"a{space}{space}b") == expected
+    assert clean_text(f"<p>{space}a{space}{space}b{space}</p>") == expected
+
+
 def test_fold_for_matching() -> None:
     assert fold_for_matching("Ёлка СЧЁТ Straße") == "елка счет strasse"
     assert fold_for_matching("ОДКБ") == fold_for_matching("одкб")

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregator import topics as topics_module
 from aggregator.errors import ConfigError
 from aggregator.topics import (
     CompiledTopic,
@@ -408,6 +409,18 @@ def test_matching_from_several_threads_agrees() -> None:
     expected = [match(t, it) for it in items]
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(lambda it: match(t, it), items)) == expected
+
+
+def test_headlines_match_alike_when_word_stems_are_forgotten_often(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Stems of words seen are kept up to a limit, then forgotten: matching must not notice.
+    monkeypatch.setattr(topics_module, "_STEM_CACHE_LIMIT", 3)
+    t = compile_topic(CIS_SECURITY)
+    for _ in range(3):
+        for title, terms in HEADLINES:
+            m = match(t, item(title, title.lower(), f"<p>{title}</p>"))
+            assert (None if m is None else m.terms) == terms
 
 
 VOCABULARY = [
