@@ -771,7 +771,9 @@ def strip_boilerplate_html(html_fragment: str, extra_patterns: Iterable[str] = (
     is_boilerplate = _line_matcher(extra_patterns)
     try:
         root = _parse_fragment(_strip_controls(html_fragment))
-    except (etree.LxmlError, ValueError):  # unparseable: leave it to the sanitizer
+    except (etree.LxmlError, ValueError, AssertionError):
+        # unparseable (lxml.html asserts on a document with an empty <html>): the sanitizer
+        # still cleans it
         return html_fragment
     changed = False
     for element in list(root.iter(etree.Element)):

@@ -18,6 +18,7 @@ from aggregator.normalize import (
     normalize_entry,
     parse_date,
     safe_link,
+    sanitize_html,
     strip_boilerplate_html,
     strip_boilerplate_text,
 )
@@ -505,3 +506,11 @@ def test_deeply_nested_content_is_flattened_quickly() -> None:
     deep = "<div>" * 20_000 + "<p>Story</p><script>x</script>" + "</div>" * 20_000
     result = item(entry(content=deep))
     assert result.content == "<p>Story</p>"
+
+
+@pytest.mark.parametrize("fragment", ["<html></html><p>Read more</p>", "<html></html>Go back"])
+def test_a_fragment_lxml_cannot_take_apart_is_left_to_the_sanitizer(fragment: str) -> None:
+    # lxml.html asserts on an empty <html> followed by text; the entry must still be stored
+    kept = strip_boilerplate_html(fragment)
+    assert kept == fragment
+    assert "<html" not in sanitize_html(kept, "https://www.belta.by/")
