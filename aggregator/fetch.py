@@ -7,41 +7,50 @@ Every limit applies to the whole exchange, redirects included:
 - a total deadline (``request.timeout``), enforced by a watchdog that shuts the sockets
   down when it passes, so a server trickling headers or body one byte at a time is cut;
 - a cap on the *decompressed* body, checked while streaming, so memory stays bounded;
-- redirects are followed here (never by requests, which reads a redirect body in full),
+- redirects are followed here (never by urllib3, which reads a redirect body in full),
   at most ``request.max_redirects`` of them, only to http(s);
 - the SSRF guard: the connection classes resolve the host name themselves, check every
   address and connect to the checked address, so what is checked is what is connected to.
   After a redirect from a public address, private, loopback, link-local and similar
   addresses are refused unless the source allows them.
 
-Use a session from :func:`make_session`; its adapter carries the guarded connections.
+Use a session from :func:`make_session`: its urllib3 pools carry the guarded connections.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import contextvars
+import functools
+import heapq
 import http.client
+import http.cookiejar
 import ipaddress
+import itertools
 import logging
+import os
 import socket
 import ssl
+import string
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
+from types import TracebackType
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
-import requests
+import urllib3
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
-from requests.cookies import extract_cookies_to_jar
-from requests.utils import requote_uri
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.response import BaseHTTPResponse
+from urllib3.util import Retry, Timeout, parse_url
 from urllib3.util.connection import create_connection
+from urllib3.util.ssl_ import create_urllib3_context
 
 from aggregator import __version__
 from aggregator.errors import FetchError
@@ -63,27 +72,91 @@ _CHUNK = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PERMANENT = frozenset({301, 308})
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+# One attempt per hop: a failed fetch is retried by the scheduler, not here.
+_NO_RETRIES = Retry(0, read=False)
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 
 # Foreign exceptions a fetch can raise; each is turned into a FetchError.
 _FOREIGN = (
-    requests.RequestException,
     urllib3.exceptions.HTTPError,
     http.client.HTTPException,
     OSError,
 )
 
 
-def make_session() -> requests.Session:
+class Session:
+    """Connection pools whose connections apply the SSRF guard, shared by concurrent fetches,
+    and the cookies servers set (sent back to them on later requests).
+
+    ``verify``: True checks certificates against certifi's CAs (the system's without certifi),
+    a path names a CA bundle file or directory instead, False turns checking off.
+    """
+
+    def __init__(self) -> None:
+        self.cookies = http.cookiejar.CookieJar()
+        # No environment proxies: they would hide the address connected to from the guard.
+        self._pools = urllib3.PoolManager(num_pools=POOL_SIZE, maxsize=POOL_SIZE)
+        self._pools.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+        self.verify = True
+
+    @property
+    def verify(self) -> bool | str:
+        return self._verify
+
+    @verify.setter
+    def verify(self, verify: bool | str) -> None:
+        self._verify = verify
+        # One TLS context for every connection: loading the CA bundle costs ~10 ms of CPU.
+        self._pools.connection_pool_kw["ssl_context"] = _tls_context(verify)
+        self._pools.clear()  # no connection made under the old trust settings is reused
+
+    def pool(self, scheme: str, host: str, port: int | None) -> HTTPConnectionPool:
+        return self._pools.connection_from_host(host, port, scheme)
+
+    def close(self) -> None:
+        self._pools.clear()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def make_session() -> Session:
     """A session whose connections apply the SSRF guard, pooled for concurrent fetches."""
-    session = requests.Session()
-    # Environment proxies would hide the address actually connected to from the guard.
-    session.trust_env = False
-    adapter = _GuardedAdapter(pool_connections=POOL_SIZE, pool_maxsize=POOL_SIZE, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    return Session()
 
 
+def _tls_context(verify: bool | str) -> ssl.SSLContext:
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if verify else ssl.CERT_NONE)
+    if verify is True:
+        bundle = _certifi_bundle()
+        if bundle is None:
+            context.load_default_certs()
+        else:
+            context.load_verify_locations(cafile=bundle)
+    elif verify and os.path.isdir(verify):
+        context.load_verify_locations(capath=verify)
+    elif verify:
+        context.load_verify_locations(cafile=verify)
+    return context
+
+
+def _certifi_bundle() -> str | None:
+    try:
+        import certifi
+    except ImportError:
+        return None
+    return str(certifi.where())
+
+
+@functools.lru_cache(maxsize=4096)  # feeds live on a few thousand addresses at most
 def is_public_address(address: str) -> bool:
     """True for a globally routable unicast address; False for private, loopback, link-local,
     CGNAT, unique-local, multicast, unspecified, reserved (and IPv4-mapped forms of these)."""
@@ -102,7 +175,7 @@ def is_public_address(address: str) -> bool:
 
 def fetch(
     request: FetchRequest,
-    session: requests.Session,
+    session: Session,
     *,
     resolve: Resolver | None = None,
     public_addresses: frozenset[str] = frozenset(),
@@ -117,6 +190,8 @@ def fetch(
     redirects led: whether *it* is on a private address decides if private targets are
     allowed, so a moved public source never reaches into a private network.
     """
+    if not isinstance(session, Session):
+        raise ValueError("fetch() needs a session made by make_session()")
     exchange = _Exchange(resolve or _system_resolve, public_addresses, request.timeout)
     try:
         origin_private = None
@@ -157,9 +232,9 @@ class _AddressRefused(Exception):
 
 
 class _Exchange:
-    """One fetch: the resolver, the address policy and the deadline watchdog.
+    """One fetch: the resolver, the address policy and the deadline, watched by the watchdog.
 
-    The watchdog holds a duplicate of every socket the fetch uses; shutting a duplicate down
+    The exchange holds a duplicate of every socket the fetch uses; shutting a duplicate down
     ends any blocked read on the original, including a TLS handshake or header read.
     """
 
@@ -169,11 +244,10 @@ class _Exchange:
         self.started = time.monotonic()
         self.deadline = self.started + timeout
         self.expired = False
+        self.closed = False
         self._lock = threading.Lock()
         self._watched: list[socket.socket] = []
-        self._timer = threading.Timer(timeout, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        _watchdog.add(self)
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -194,18 +268,61 @@ class _Exchange:
             if self.expired:
                 _shutdown(dup)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
         with self._lock:
+            if self.closed:
+                return
             self.expired = True
             for sock in self._watched:
                 _shutdown(sock)
 
     def close(self) -> None:
-        self._timer.cancel()
         with self._lock:
+            self.closed = True
             for sock in self._watched:
                 sock.close()
             self._watched.clear()
+
+
+class _Watchdog:
+    """One thread expires every fetch at its deadline (starting a timer thread per fetch
+    costs more CPU than a whole 304). Closed exchanges are dropped when their deadline comes."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._wakeup = threading.Condition()
+        self._due: list[tuple[float, int, _Exchange]] = []
+        self._order = itertools.count()  # ties never compare exchanges
+        self._thread: threading.Thread | None = None
+
+    def add(self, exchange: _Exchange) -> None:
+        with self._wakeup:
+            heapq.heappush(self._due, (exchange.deadline, next(self._order), exchange))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fetch-watchdog")
+                self._thread.daemon = True
+                self._thread.start()
+            elif self._due[0][2] is exchange:  # earlier than the deadline being waited for
+                self._wakeup.notify()
+
+    def _run(self) -> None:
+        with self._wakeup:
+            while True:
+                if not self._due:
+                    self._wakeup.wait()
+                    continue
+                delay = self._due[0][0] - time.monotonic()
+                if delay > 0:
+                    self._wakeup.wait(delay)
+                    continue
+                heapq.heappop(self._due)[2].expire()
+
+
+_watchdog = _Watchdog()
+# A forked child has no watchdog thread: it starts its own.
+os.register_at_fork(after_in_child=_watchdog.reset)
 
 
 def _shutdown(sock: socket.socket) -> None:
@@ -319,23 +436,12 @@ class _GuardedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
 
 
-class _GuardedAdapter(HTTPAdapter):
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
-    ) -> None:
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _GuardedHTTPPool,
-            "https": _GuardedHTTPSPool,
-        }
-
-
 # --------------------------------------------------------------------------- redirects
 
 
 def _follow(
     request: FetchRequest,
-    session: requests.Session,
+    session: Session,
     exchange: _Exchange,
     origin_private: bool | None = None,
 ) -> Fetched | NotModified:
@@ -355,12 +461,13 @@ def _follow(
         if hop == 0 and origin_private is None:
             first_private = peer is not None and not exchange.is_public(peer)
         try:
-            status = response.status_code
+            status = response.status
             if status not in _REDIRECTS:
                 return _finish(request, response, exchange, url, moved)
             target = _redirect_target(response, url)
         finally:
-            # A redirect body is never read: closing drops the connection instead.
+            # A body read to its end has already returned the connection to the pool; any
+            # other (a redirect or error body is never read) is dropped with its connection.
             response.close()
         log.debug("redirect status=%d from=%s to=%s", status, url, target)
         permanent = permanent and status in _PERMANENT
@@ -379,9 +486,9 @@ def _is_http_url(url: str) -> bool:
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
-def _redirect_target(response: requests.Response, url: str) -> str:
+def _redirect_target(response: BaseHTTPResponse, url: str) -> str:
     location = response.headers.get("location")
-    status = response.status_code
+    status = response.status
     if not location:
         raise FetchError(
             ErrorKind.HTTP, f"HTTP {status} redirect without a Location", url=url, status=status
@@ -389,7 +496,7 @@ def _redirect_target(response: requests.Response, url: str) -> str:
     # http.client decodes header bytes as latin-1; servers usually mean UTF-8.
     with contextlib.suppress(UnicodeError):
         location = location.encode("latin-1").decode("utf-8")
-    target = requote_uri(urljoin(url, location.strip()))
+    target = _requote(urljoin(url, location.strip()))
     if not _is_http_url(target):
         raise FetchError(
             ErrorKind.BAD_URL, f"redirect to a non-HTTP URL refused: {target}", url=url
@@ -397,40 +504,45 @@ def _redirect_target(response: requests.Response, url: str) -> str:
     return target
 
 
+def _requote(uri: str) -> str:
+    """Percent-encode what may not appear in a URL, keep valid escapes (unescaping those of
+    unreserved characters); with an invalid escape, ``%`` itself is encoded."""
+    parts = uri.split("%")
+    try:
+        for i in range(1, len(parts)):
+            code = parts[i][:2]
+            char = chr(int(code, 16)) if len(code) == 2 and code.isalnum() else ""
+            parts[i] = char + parts[i][2:] if char in _UNRESERVED else "%" + parts[i]
+    except ValueError:
+        return quote(uri, safe="!#$&'()*+,/:;=?@[]~")
+    return quote("".join(parts), safe="!#$%&'()*+,/:;=?@[]~")
+
+
 def _send(
     request: FetchRequest,
-    session: requests.Session,
+    session: Session,
     exchange: _Exchange,
     url: str,
     restrict: bool,
     moved: str | None,
-) -> tuple[requests.Response, str | None]:
+) -> tuple[BaseHTTPResponse, str | None]:
     remaining = exchange.remaining()
     if remaining <= 0:
         raise _timeout(request, url, moved)
     hop = _Hop(exchange, restrict)
     token = _current_hop.set(hop)
     try:
-        adapter = session.get_adapter(url)
-        if not isinstance(adapter, _GuardedAdapter):
-            raise ValueError("fetch() needs a session made by make_session()")
-        # Prepared directly: Session.prepare_request copies the cookie jar and merges every
-        # session setting on each call, most of the CPU of a 304.
-        prepared = requests.PreparedRequest()
-        prepared.prepare(
-            method="GET",
-            url=url,
-            headers=_headers(request),
-            cookies=session.cookies if len(session.cookies) else None,
-        )
-        # The adapter, not session.send(): the session reads redirect bodies in full.
-        response = adapter.send(
-            prepared,
-            stream=True,
-            timeout=(min(request.connect_timeout, remaining), remaining),
-            verify=True if session.verify is None else session.verify,
-            cert=session.cert,
-            proxies={},
+        target = parse_url(url)
+        pool = session.pool(target.scheme or "http", target.host or "", target.port)
+        response = pool.urlopen(
+            "GET",
+            _requote(target.request_uri),
+            headers=_headers(request, session, url, target.auth),
+            retries=_NO_RETRIES,
+            redirect=False,
+            timeout=Timeout(connect=min(request.connect_timeout, remaining), read=remaining),
+            preload_content=False,
+            decode_content=True,
         )
     except _AddressRefused as e:
         message = f"redirect to private address {e.address} refused"
@@ -439,11 +551,15 @@ def _send(
         raise _classify(e, request, exchange, url, moved) from e
     finally:
         _current_hop.reset(token)
-    extract_cookies_to_jar(session.cookies, prepared, response.raw)  # type: ignore[no-untyped-call]
+    if "set-cookie" in response.headers or "set-cookie2" in response.headers:
+        # The jar reads the headers through response.info().get_all(), which urllib3 offers.
+        session.cookies.extract_cookies(response, urllib.request.Request(url))  # type: ignore[arg-type]
     return response, hop.peer
 
 
-def _headers(request: FetchRequest) -> dict[str, str]:
+def _headers(
+    request: FetchRequest, session: Session, url: str, userinfo: str | None
+) -> dict[str, str]:
     headers = {
         "User-Agent": request.user_agent or f"aggregator/{__version__}",
         "Accept": ACCEPT,
@@ -453,6 +569,20 @@ def _headers(request: FetchRequest) -> dict[str, str]:
         headers["If-None-Match"] = request.etag
     if request.last_modified:
         headers["If-Modified-Since"] = request.last_modified
+    if userinfo and ":" in userinfo:  # user:password written in the URL: Basic authentication
+        user, _, password = userinfo.partition(":")
+        credentials = f"{unquote(user)}:{unquote(password)}"
+        try:
+            encoded = credentials.encode("latin-1")
+        except UnicodeEncodeError:
+            encoded = credentials.encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(encoded).decode("ascii")
+    if len(session.cookies):
+        carrier = urllib.request.Request(url)
+        session.cookies.add_cookie_header(carrier)
+        cookie = carrier.get_header("Cookie")
+        if cookie:
+            headers["Cookie"] = cookie
     return headers
 
 
@@ -461,16 +591,20 @@ def _headers(request: FetchRequest) -> dict[str, str]:
 
 def _finish(
     request: FetchRequest,
-    response: requests.Response,
+    response: BaseHTTPResponse,
     exchange: _Exchange,
     url: str,
     moved: str | None,
 ) -> Fetched | NotModified:
-    status = response.status_code
-    headers = {name.lower(): value for name, value in response.headers.items()}
+    status = response.status
+    headers = {name.lower(): value for name, value in response.headers.itermerged()}
     etag = headers.get("etag")
     last_modified = headers.get("last-modified")
     if status == 304:
+        # A 304 has no body: reading its end returns the connection to the pool for the next
+        # poll. One claiming a chunked body is dropped instead, as reading it could hang.
+        if not response.chunked:
+            response.drain_conn()
         return NotModified(
             url=url,
             headers=headers,
@@ -498,7 +632,7 @@ def _finish(
 
 
 def _read_body(
-    response: requests.Response,
+    response: BaseHTTPResponse,
     request: FetchRequest,
     exchange: _Exchange,
     url: str,
@@ -513,7 +647,7 @@ def _read_body(
     total = 0
     # urllib3 inflates at most the requested amount per read, so a compression bomb
     # never holds more than one chunk beyond what is kept.
-    for chunk in response.raw.stream(_CHUNK, decode_content=True):
+    for chunk in response.stream(_CHUNK, decode_content=True):
         total += len(chunk)
         if total > cap:
             raise _too_large(request, url, moved)
@@ -573,7 +707,7 @@ def _size(n: int) -> str:
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """The exception and everything it wraps (requests and urllib3 nest several levels)."""
+    """The exception and everything it wraps (urllib3 nests several levels)."""
     seen: set[int] = set()
     stack = [exc]
     while stack:
@@ -611,22 +745,14 @@ def _classify(
     if first(ConnectionResetError):
         return error(ErrorKind.CONNECTION, "connection reset")
     timed_out = first(
-        TimeoutError,
-        urllib3.exceptions.ConnectTimeoutError,
-        urllib3.exceptions.ReadTimeoutError,
-        requests.Timeout,
+        TimeoutError, urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError
     )
     if timed_out is not None and not isinstance(timed_out, urllib3.exceptions.NewConnectionError):
         seconds = (time.monotonic() - exchange.started) or request.timeout
         return error(ErrorKind.TIMEOUT, f"timed out after {seconds:.1f} s")
-    if first(urllib3.exceptions.DecodeError, requests.exceptions.ContentDecodingError):
+    if first(urllib3.exceptions.DecodeError):
         return error(ErrorKind.HTTP, "the response body could not be decompressed")
-    if first(
-        requests.exceptions.InvalidURL,
-        requests.exceptions.MissingSchema,
-        requests.exceptions.InvalidSchema,
-        urllib3.exceptions.LocationParseError,
-    ):
+    if first(urllib3.exceptions.LocationValueError, urllib3.exceptions.URLSchemeUnknown):
         return error(ErrorKind.BAD_URL, f"invalid URL: {url}")
     if first(http.client.IncompleteRead, urllib3.exceptions.ProtocolError):
         return error(ErrorKind.CONNECTION, "connection broken before the response was complete")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import resource
 import socket
@@ -15,11 +16,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import requests
+import urllib3
 from pytest_httpserver import HTTPServer
 
 from aggregator.errors import FetchError
-from aggregator.fetch import ACCEPT, fetch, is_public_address, make_session
+from aggregator.fetch import ACCEPT, Session, fetch, is_public_address, make_session
 from aggregator.types import ErrorKind, Fetched, FetchRequest, NotModified
 
 DATA = Path(__file__).parent / "data" / "fetch"
@@ -129,19 +130,19 @@ def other() -> Iterator[RawServer]:
 
 
 @pytest.fixture
-def session() -> Iterator[requests.Session]:
+def session() -> Iterator[Session]:
     with make_session() as s:
         yield s
 
 
-def get(url: str, session: requests.Session, **kwargs: object) -> Fetched | NotModified:
+def get(url: str, session: Session, **kwargs: object) -> Fetched | NotModified:
     resolve = kwargs.pop("resolve", None)
     public = kwargs.pop("public_addresses", frozenset())
     request = FetchRequest(url=url, user_agent=UA, **kwargs)  # type: ignore[arg-type]
     return fetch(request, session, resolve=resolve, public_addresses=public)  # type: ignore[arg-type]
 
 
-def fails(url: str, session: requests.Session, **kwargs: object) -> FetchError:
+def fails(url: str, session: Session, **kwargs: object) -> FetchError:
     with pytest.raises(FetchError) as info:
         get(url, session, **kwargs)
     return info.value
@@ -151,7 +152,7 @@ def fails(url: str, session: requests.Session, **kwargs: object) -> FetchError:
 
 
 def test_sends_polite_headers_and_returns_validators(
-    httpserver: HTTPServer, session: requests.Session
+    httpserver: HTTPServer, session: Session
 ) -> None:
     httpserver.expect_request("/feed").respond_with_data(
         FEED, headers={"ETag": 'W/"v1"', "Last-Modified": "Tue, 01 Oct 2024 10:00:00 GMT"}
@@ -170,9 +171,7 @@ def test_sends_polite_headers_and_returns_validators(
     assert "If-None-Match" not in sent and "If-Modified-Since" not in sent
 
 
-def test_conditional_get_gives_not_modified(
-    httpserver: HTTPServer, session: requests.Session
-) -> None:
+def test_conditional_get_gives_not_modified(httpserver: HTTPServer, session: Session) -> None:
     etag, modified = '"abc-123"', "Tue, 01 Oct 2024 10:00:00 GMT"
     httpserver.expect_request(
         "/feed", headers={"If-None-Match": etag, "If-Modified-Since": modified}
@@ -182,7 +181,7 @@ def test_conditional_get_gives_not_modified(
     assert result.etag == etag and result.url == httpserver.url_for("/feed")
 
 
-def test_gzip_body_is_decoded(server: RawServer, session: requests.Session) -> None:
+def test_gzip_body_is_decoded(server: RawServer, session: Session) -> None:
     body = FEED.replace(b"BELTA", "Новости".encode() * 200)
     server.routes["/gz"] = lambda h: reply(
         h, 200, gzip.compress(body), {"Content-Encoding": "gzip"}
@@ -191,13 +190,13 @@ def test_gzip_body_is_decoded(server: RawServer, session: requests.Session) -> N
     assert isinstance(result, Fetched) and result.content == body
 
 
-def test_corrupt_gzip_is_an_error(server: RawServer, session: requests.Session) -> None:
+def test_corrupt_gzip_is_an_error(server: RawServer, session: Session) -> None:
     server.routes["/bad"] = lambda h: reply(h, 200, FEED, {"Content-Encoding": "gzip"})
     error = fails(server.url("/bad"), session)
     assert error.kind is ErrorKind.HTTP and "decompress" in error.message
 
 
-def test_body_over_the_cap_is_refused(server: RawServer, session: requests.Session) -> None:
+def test_body_over_the_cap_is_refused(server: RawServer, session: Session) -> None:
     server.routes["/big"] = lambda h: reply(h, 200, b"x" * 5000)
 
     def chunked(h: Handler) -> None:
@@ -216,12 +215,64 @@ def test_body_over_the_cap_is_refused(server: RawServer, session: requests.Sessi
     assert isinstance(get(server.url("/big"), session, max_bytes=5000), Fetched)
 
 
+def test_not_modified_keeps_the_connection_for_the_next_poll(
+    server: RawServer, session: Session
+) -> None:
+    ports: list[int] = []
+
+    def conditional(h: Handler) -> None:
+        ports.append(h.client_address[1])
+        if h.headers.get("If-None-Match") == '"v1"':
+            reply(h, 304, headers={"ETag": '"v1"'})
+        else:
+            reply(h, 200, FEED, {"ETag": '"v1"'})
+
+    server.routes["/feed"] = conditional
+    assert isinstance(get(server.url("/feed"), session), Fetched)
+    for _ in range(3):
+        assert isinstance(get(server.url("/feed"), session, etag='"v1"'), NotModified)
+    assert isinstance(get(server.url("/feed"), session), Fetched)
+    assert len(set(ports)) == 1  # one kept-alive connection served all five polls
+
+
+def test_cookies_set_by_a_server_are_sent_back(server: RawServer, session: Session) -> None:
+    # A common gate: the first request gets a cookie and a redirect to the same URL.
+    def gate(h: Handler) -> None:
+        if "visited=yes" in h.headers.get("Cookie", ""):
+            feed(h)
+        else:
+            reply(h, 302, headers={"Location": "/feed", "Set-Cookie": "visited=yes; Path=/"})
+
+    server.routes["/feed"] = gate
+    result = get(server.url("/feed"), session)
+    assert isinstance(result, Fetched) and result.content == FEED
+    assert server.paths() == ["/feed", "/feed"]
+    assert isinstance(get(server.url("/feed"), session), Fetched)
+    assert server.seen[-1][1]["Cookie"] == "visited=yes"  # kept for later polls
+    with make_session() as fresh:  # each session has its own cookies
+        get(server.url("/feed"), fresh)
+    assert "Cookie" not in server.seen[-2][1]
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth(
+    server: RawServer, other: RawServer, session: Session
+) -> None:
+    server.routes["/private"] = feed
+    server.routes["/elsewhere"] = redirect(302, other.url("/feed"))
+    other.routes["/feed"] = feed
+    url = server.url("/private").replace("://", "://reader:p%40ss@")
+    assert isinstance(get(url, session), Fetched)
+    expected = "Basic " + base64.b64encode(b"reader:p@ss").decode()
+    assert server.seen[-1][1]["Authorization"] == expected
+    # Not passed on to where a redirect leads.
+    assert isinstance(get(url.replace("/private", "/elsewhere"), session), Fetched)
+    assert "Authorization" not in other.seen[-1][1]
+
+
 # --------------------------------------------------------------------------- the deadline
 
 
-def test_trickling_body_is_cut_at_the_deadline(
-    server: RawServer, session: requests.Session
-) -> None:
+def test_trickling_body_is_cut_at_the_deadline(server: RawServer, session: Session) -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\nContent-Length: 1000\r\n\r\n"
     server.routes["/slow"] = lambda h: trickle(h, head, 1000)
     started = time.monotonic()
@@ -231,15 +282,30 @@ def test_trickling_body_is_cut_at_the_deadline(
     assert 2.5 <= elapsed <= 4.0
 
 
-def test_trickling_headers_are_cut_at_the_deadline(
-    server: RawServer, session: requests.Session
-) -> None:
+def test_trickling_headers_are_cut_at_the_deadline(server: RawServer, session: Session) -> None:
     # Every read returns a byte in time, so only a total deadline can end this.
     server.routes["/slow"] = lambda h: trickle(h, b"HTTP/1.1 200 OK\r\nX-Slow: ", 1000)
     started = time.monotonic()
     error = fails(server.url("/slow"), session, timeout=3.0)
     assert error.kind is ErrorKind.TIMEOUT
     assert 2.5 <= time.monotonic() - started <= 4.0
+
+
+def test_each_fetch_keeps_its_own_deadline(server: RawServer, session: Session) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+    server.routes["/slow"] = lambda h: trickle(h, head, 1000)
+    errors: list[FetchError] = []
+    patient = threading.Thread(
+        target=lambda: errors.append(fails(server.url("/slow"), session, timeout=4.0))
+    )
+    patient.start()
+    while not server.seen:  # the long deadline is set first
+        time.sleep(0.01)
+    # A shorter deadline set later still ends its fetch first.
+    assert fails(server.url("/slow"), session, timeout=1.0).kind is ErrorKind.TIMEOUT
+    assert patient.is_alive()
+    patient.join()
+    assert errors[0].kind is ErrorKind.TIMEOUT and errors[0].message == "timed out after 4.0 s"
 
 
 # --------------------------------------------------------------------------- compression bomb
@@ -292,7 +358,7 @@ def _peak_growth_kb(action: Callable[[], object]) -> int:
 
 @pytest.mark.parametrize("path", ["/bomb", "/to-bomb"])
 def test_gzip_bomb_stops_at_the_cap_in_bounded_memory(
-    server: RawServer, session: requests.Session, bomb: bytes, path: str
+    server: RawServer, session: Session, bomb: bytes, path: str
 ) -> None:
     server.routes["/bomb"] = lambda h: reply(h, 200, bomb, {"Content-Encoding": "gzip"})
     server.routes["/to-bomb"] = redirect(302, "/bomb")
@@ -311,7 +377,7 @@ def test_gzip_bomb_stops_at_the_cap_in_bounded_memory(
 # --------------------------------------------------------------------------- redirects
 
 
-def test_redirect_loop_ends(server: RawServer, session: requests.Session) -> None:
+def test_redirect_loop_ends(server: RawServer, session: Session) -> None:
     server.routes["/loop"] = redirect(302, "/loop")
     error = fails(server.url("/loop"), session)
     assert error.kind is ErrorKind.TOO_MANY_REDIRECTS
@@ -322,7 +388,7 @@ def test_redirect_loop_ends(server: RawServer, session: requests.Session) -> Non
 
 
 def test_permanent_redirects_report_the_new_url(
-    server: RawServer, other: RawServer, session: requests.Session
+    server: RawServer, other: RawServer, session: Session
 ) -> None:
     server.routes["/old"] = redirect(301, other.url("/older"))
     other.routes["/older"] = redirect(308, "new")  # relative to the current URL
@@ -338,7 +404,7 @@ def test_permanent_redirects_report_the_new_url(
     [([302], False), ([303], False), ([307], False), ([301, 302], False), ([302, 301], False)],
 )
 def test_temporary_redirects_store_nothing(
-    server: RawServer, session: requests.Session, chain: list[int], permanent: bool
+    server: RawServer, session: Session, chain: list[int], permanent: bool
 ) -> None:
     for i, status in enumerate(chain):
         server.routes[f"/r{i}"] = redirect(status, f"/r{i + 1}")
@@ -350,7 +416,7 @@ def test_temporary_redirects_store_nothing(
 
 
 def test_permanent_redirect_to_a_missing_feed_is_reported_with_the_error(
-    server: RawServer, session: requests.Session
+    server: RawServer, session: Session
 ) -> None:
     server.routes["/old"] = redirect(301, "/gone")
     server.routes["/gone"] = lambda h: reply(h, 410)
@@ -358,9 +424,7 @@ def test_permanent_redirect_to_a_missing_feed_is_reported_with_the_error(
     assert error.kind is ErrorKind.GONE and error.permanent_url == server.url("/gone")
 
 
-def test_redirect_to_another_scheme_is_refused(
-    server: RawServer, session: requests.Session
-) -> None:
+def test_redirect_to_another_scheme_is_refused(server: RawServer, session: Session) -> None:
     server.routes["/ftp"] = redirect(302, "ftp://example.org/feed.xml")
     server.routes["/file"] = redirect(301, "file:///etc/passwd")
     for path in ("/ftp", "/file"):
@@ -368,7 +432,7 @@ def test_redirect_to_another_scheme_is_refused(
     assert fails("file:///etc/passwd", session).kind is ErrorKind.BAD_URL
 
 
-def test_redirect_body_is_not_read(server: RawServer, session: requests.Session) -> None:
+def test_redirect_body_is_not_read(server: RawServer, session: Session) -> None:
     head = b"HTTP/1.1 302 Found\r\nLocation: /feed\r\nContent-Length: 100000\r\n\r\n"
     server.routes["/slow-redirect"] = lambda h: trickle(h, head, 100000)
     server.routes["/feed"] = feed
@@ -378,7 +442,7 @@ def test_redirect_body_is_not_read(server: RawServer, session: requests.Session)
     assert time.monotonic() - started < 1.0
 
 
-def test_error_body_is_not_read(server: RawServer, session: requests.Session) -> None:
+def test_error_body_is_not_read(server: RawServer, session: Session) -> None:
     head = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 100000\r\n\r\n"
     server.routes["/broken"] = lambda h: trickle(h, head, 100000)
     started = time.monotonic()
@@ -406,7 +470,7 @@ def origin(other: RawServer, server: RawServer) -> dict[str, object]:
 
 
 def test_redirect_from_public_to_loopback_is_refused(
-    other: RawServer, server: RawServer, session: requests.Session, origin: dict[str, object]
+    other: RawServer, server: RawServer, session: Session, origin: dict[str, object]
 ) -> None:
     server.routes["/admin"] = feed
     other.routes["/to-ip"] = redirect(302, server.url("/admin"))
@@ -426,7 +490,7 @@ def test_redirect_from_public_to_loopback_is_refused(
 
 
 def test_pooled_private_connection_is_checked_again(
-    other: RawServer, server: RawServer, session: requests.Session, origin: dict[str, object]
+    other: RawServer, server: RawServer, session: Session, origin: dict[str, object]
 ) -> None:
     server.routes["/admin"] = feed
     other.routes["/to-ip"] = redirect(302, server.url("/admin"))
@@ -438,7 +502,7 @@ def test_pooled_private_connection_is_checked_again(
 
 
 def test_public_to_public_redirect_is_followed(
-    other: RawServer, session: requests.Session, origin: dict[str, object]
+    other: RawServer, session: Session, origin: dict[str, object]
 ) -> None:
     other.routes["/a"] = redirect(302, "/feed")
     other.routes["/feed"] = feed
@@ -447,7 +511,7 @@ def test_public_to_public_redirect_is_followed(
 
 
 def test_configured_private_url_is_fetched_as_written(
-    server: RawServer, other: RawServer, session: requests.Session
+    server: RawServer, other: RawServer, session: Session
 ) -> None:
     # The admin chose a private network: redirects inside it are allowed too.
     server.routes["/feed"] = redirect(302, other.url("/feed"))
@@ -514,7 +578,7 @@ def test_address_classes(address: str, public: bool) -> None:
 )
 def test_status_kinds(
     httpserver: HTTPServer,
-    session: requests.Session,
+    session: Session,
     status: int,
     headers: dict[str, str],
     kind: ErrorKind,
@@ -528,7 +592,7 @@ def test_status_kinds(
     assert error.url == httpserver.url_for("/feed")
 
 
-def test_connection_refused(session: requests.Session) -> None:
+def test_connection_refused(session: Session) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -536,13 +600,13 @@ def test_connection_refused(session: requests.Session) -> None:
     assert error.kind is ErrorKind.CONNECTION and error.message == "connection refused"
 
 
-def test_dns_failure(session: requests.Session) -> None:
+def test_dns_failure(session: Session) -> None:
     error = fails("http://nosuch.invalid/feed", session)
     assert error.kind is ErrorKind.DNS
     assert error.message == "DNS lookup failed for nosuch.invalid"
 
 
-def test_reset_connection(server: RawServer, session: requests.Session) -> None:
+def test_reset_connection(server: RawServer, session: Session) -> None:
     def reset(h: Handler) -> None:
         # SO_LINGER 0 makes close() send a RST instead of a FIN.
         h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -562,9 +626,7 @@ def tls_server() -> Iterator[RawServer]:
     s.stop()
 
 
-def test_untrusted_certificate_is_a_tls_error(
-    tls_server: RawServer, session: requests.Session
-) -> None:
+def test_untrusted_certificate_is_a_tls_error(tls_server: RawServer, session: Session) -> None:
     error = fails(
         tls_server.url("/feed", host="feed.test"), session, resolve=lambda h, p: ["127.0.0.1"]
     )
@@ -573,7 +635,7 @@ def test_untrusted_certificate_is_a_tls_error(
 
 
 def test_tls_keeps_the_host_name_while_the_address_is_pinned(
-    tls_server: RawServer, session: requests.Session
+    tls_server: RawServer, session: Session
 ) -> None:
     session.verify = str(DATA / "cert.pem")
     loopback = lambda h, p: ["127.0.0.1"]  # noqa: E731
@@ -584,13 +646,11 @@ def test_tls_keeps_the_host_name_while_the_address_is_pinned(
     assert error.kind is ErrorKind.TLS
 
 
-def test_plain_http_server_on_https_is_a_tls_error(
-    server: RawServer, session: requests.Session
-) -> None:
+def test_plain_http_server_on_https_is_a_tls_error(server: RawServer, session: Session) -> None:
     url = server.url("/feed").replace("http://", "https://")
     assert fails(url, session).kind is ErrorKind.TLS
 
 
 def test_session_must_come_from_make_session(server: RawServer) -> None:
-    with requests.Session() as plain, pytest.raises(ValueError, match="make_session"):
+    with urllib3.PoolManager() as plain, pytest.raises(ValueError, match="make_session"):
         get(server.url("/feed"), plain)
