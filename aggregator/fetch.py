@@ -67,7 +67,8 @@ ACCEPT = (
 # Only what urllib3 decodes without optional packages.
 ACCEPT_ENCODING = "gzip, deflate"
 
-POOL_SIZE = 32
+POOL_SIZE = 32  # connections kept per host (per_host caps how many are in use)
+HOST_POOLS = 256  # hosts whose connections are kept between polls
 _CHUNK = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PERMANENT = frozenset({301, 308})
@@ -95,7 +96,7 @@ class Session:
     def __init__(self) -> None:
         self.cookies = http.cookiejar.CookieJar()
         # No environment proxies: they would hide the address connected to from the guard.
-        self._pools = urllib3.PoolManager(num_pools=POOL_SIZE, maxsize=POOL_SIZE)
+        self._pools = urllib3.PoolManager(num_pools=HOST_POOLS, maxsize=POOL_SIZE)
         self._pools.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
         self.verify = True
 
