@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from itertools import chain, islice
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -66,6 +67,10 @@ _FORMAT_VERSION = 1
 _MAGIC = b"SF"
 # magic, version, published (µs since the epoch), MinHash values, shingle hashes
 _HEADER = struct.Struct("<2sBqHH")
+# the same, to read the headers of many rows at once (StoryIndex.add_many)
+_HEADER_DTYPE = np.dtype(
+    [("magic", "S2"), ("version", "u1"), ("published", "<i8"), ("perms", "<u2"), ("count", "<u2")]
+)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # --------------------------------------------------------------------------- records
@@ -111,12 +116,17 @@ class StoryFeatures:
         magic, version, micros, perms, count = _HEADER.unpack_from(b)
         if magic != _MAGIC or version != _FORMAT_VERSION:
             raise ValueError(f"story features: unknown format {magic!r} v{version}")
+        if not _MIN_MICROS <= micros <= _MAX_MICROS:
+            raise ValueError("story features: bad date")
         mid = _HEADER.size + 4 * perms
         end = mid + 4 * count
         try:
-            language, url, content_hash, url_key, anchors = json.loads(b[end:])
+            payload = json.loads(b[end:])
         except (ValueError, TypeError) as e:
             raise ValueError("story features: bad payload") from e
+        if not _is_payload(payload):
+            raise ValueError("story features: bad payload")
+        language, url, content_hash, url_key, anchors = payload
         return cls(
             language=language,
             published=_EPOCH + timedelta(microseconds=micros),
@@ -155,6 +165,23 @@ def choose_representative(copies: Sequence[CopyInfo]) -> str:
 def _micros(dt: datetime) -> int:
     delta = dt.astimezone(UTC) - _EPOCH
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_MIN_MICROS = _micros(datetime.min.replace(tzinfo=UTC))
+_MAX_MICROS = _micros(datetime.max.replace(tzinfo=UTC))
+
+
+def _is_payload(value: Any) -> bool:
+    """Whether a decoded payload is what :meth:`StoryFeatures.to_bytes` writes: [language,
+    url, content hash, url key, [anchor, …]], strings all, anchors not empty."""
+    if type(value) is not list or len(value) != 5:
+        return False
+    language, url, content_hash, url_key, anchors = value
+    return (
+        type(language) is type(url) is type(content_hash) is type(url_key) is str
+        and type(anchors) is list
+        and all(type(a) is str and a for a in anchors)
+    )
 
 
 # --------------------------------------------------------------------------- text
@@ -897,6 +924,8 @@ def _anchor_terms(anchors: frozenset[str]) -> tuple[dict[str, float], set[str], 
     finding: set[str] = set()
     base = 0.0
     for x in anchors:
+        if (filed := _filed_under(x)) is not None:
+            finding.add(filed)
         kind = x[0]
         if kind == "p":
             name, key = x[2:], x[:5]
@@ -905,14 +934,20 @@ def _anchor_terms(anchors: frozenset[str]) -> tuple[dict[str, float], set[str], 
             alone = _COMMON_WEIGHT if name in _COMMON_NAMES else _unfiled_pair_weight(name)
             base += alone
             added[key] = added.get(key, 0.0) + _ANCHOR_WEIGHTS["p"] - alone
-            if name not in _COMMON_NAMES:
-                finding.add(key)
         elif kind in "nds":
             added[x] = added.get(x, 0.0) + _weight(x)
-            finding.add(x)
         else:
             base += _weight(x)
     return added, finding, base
+
+
+def _filed_under(anchor: str) -> str | None:
+    """The anchor posting key an item with ``anchor`` is filed under, if any: names by their
+    first three letters unless common, amounts, dates and scores as they are."""
+    kind = anchor[0]
+    if kind == "p":
+        return anchor[:5] if anchor[2:] not in _COMMON_NAMES else None
+    return anchor if kind in "nds" else None
 
 
 @functools.lru_cache(maxsize=65536)
@@ -928,9 +963,8 @@ def _unfiled_pair_weight(name: str) -> float:
 # --------------------------------------------------------------------------- index
 
 
-def _key(s: str) -> int:
-    """A 64-bit key for a string in the index (Python's hash: the index lives in one process)."""
-    return hash(s)
+# A 64-bit key for a string in the index (Python's hash: the index lives in one process)
+_key: Callable[[str], int] = hash
 
 
 class _Postings:
@@ -1005,6 +1039,15 @@ class _Postings:
             return parts[0], which[0], capped
         return np.concatenate(parts), np.concatenate(which), capped
 
+    def add_many(self, keys: Any, ids: Any) -> None:
+        """File many (key, id) pairs at once (arrays of the keys' dtype and int32)."""
+        if not len(keys):
+            return
+        if not len(self._levels[0][0]) and not len(self._levels[1][0]):
+            self._levels[0] = (keys, ids)  # an empty index being loaded: nothing to merge
+        else:
+            self._merge(keys, ids)
+
     def _flush(self) -> None:
         keys = list(self._pending)
         ids = list(self._pending.values())
@@ -1012,7 +1055,10 @@ class _Postings:
             keys.extend([k] * len(more))
             ids.extend(more)
         self._pending, self._pending_more = {}, {}
-        recent = _merged(self._levels[1], (np.array(keys, self._dtype), np.array(ids, np.int32)))
+        self._merge(np.array(keys, self._dtype), np.array(ids, np.int32))
+
+    def _merge(self, keys: Any, ids: Any) -> None:
+        recent = _merged(self._levels[1], (keys, ids))
         if len(recent[0]) > max(4 * self._pending_limit, len(self._levels[0][0]) // 8):
             self._levels = [_merged(self._levels[0], recent), (recent[0][:0], recent[1][:0])]
         else:
@@ -1034,11 +1080,43 @@ class _Postings:
 
 
 def _merged(a: tuple[Any, Any], b: tuple[Any, Any]) -> tuple[Any, Any]:
-    """Two key-sorted (key, id) arrays as one (b unsorted is fine)."""
-    keys = np.concatenate([a[0], b[0]])
-    ids = np.concatenate([a[1], b[1]])
-    order = np.argsort(keys, kind="stable")  # a is one sorted run: close to linear
-    return keys[order], ids[order]
+    """Two key-sorted (key, id) arrays as one (b unsorted is fine); equal keys keep their
+    order, a's first. b goes in at its places in a: sorting both anew needs an index array
+    and copies ~3x the size of a at once."""
+    order = np.argsort(b[0], kind="stable")
+    b_keys, b_ids = b[0][order], b[1][order]
+    at = a[0].searchsorted(b_keys, side="right") + np.arange(len(b_keys))
+    from_a = np.ones(len(a[0]) + len(b_keys), bool)
+    from_a[at] = False
+    keys = np.empty(len(from_a), a[0].dtype)
+    ids = np.empty(len(from_a), np.int32)
+    keys[at], ids[at] = b_keys, b_ids
+    keys[from_a], ids[from_a] = a[0], a[1]
+    return keys, ids
+
+
+def _pairs(keys: Any, ids: Any) -> tuple[Any, Any]:
+    """Distinct (key, id) pairs sorted by key, then id: keys as given, ids (unsigned, below
+    2**31) as int32.
+
+    Key and id are packed into one uint64 (keys by rank unless they are uint32): a plain
+    sort of those is several times faster than a stable sort of the keys.
+    """
+    if keys.dtype == np.uint32:
+        table, packed = None, keys.astype(np.uint64)
+    else:
+        table, rank = np.unique(keys, return_inverse=True)
+        packed = rank.astype(np.uint64)
+    del keys  # temporaries passed in go before the sort, the peak of memory
+    packed <<= np.uint64(32)
+    packed |= ids
+    del ids
+    packed.sort()
+    if len(packed) > 1 and (repeated := packed[1:] == packed[:-1]).any():
+        packed = packed[np.concatenate(([True], ~repeated))]
+    ids = packed.astype(np.uint32).view(np.int32)  # the low half
+    packed >>= np.uint64(32)
+    return (packed.astype(np.uint32) if table is None else table[packed]), ids
 
 
 @dataclass
@@ -1054,6 +1132,151 @@ class _Query:
     anchor_keys: list[int]
     filed_under: list[int]  # the anchor keys the item is filed under
     base: float
+
+
+_LOAD_CHUNK = 1024  # rows decoded at a time: their stored bytes and payloads are held at once
+
+
+class _Load:
+    """Stored features of many rows as the columns and posting pairs the index keeps.
+
+    Rows are decoded a chunk at a time (see :meth:`StoryIndex.add_many`), readable rows
+    only, in row order, without a StoryFeatures each: headers and shingles with numpy, the
+    JSON payloads checked by column.
+    """
+
+    def __init__(self, first: int, languages: dict[str, int]) -> None:
+        self.first = first  # entry number of the first row
+        self.size = 0
+        self.languages = languages
+        self.story: list[str] = []
+        self.anchors: list[str] = []  # "\n"-joined, as StoryIndex keeps them
+        # one array per chunk
+        self.published: list[Any] = []
+        self.language: list[Any] = []
+        self.tokens: list[Any] = []
+        self.shingles: list[Any] = []  # of the rows with >= MIN_TOKENS, one after another
+        # (keys, entry numbers) per chunk, by posting
+        self.filed: dict[str, tuple[list[Any], list[Any]]] = {
+            name: ([], []) for name in ("url", "hash", "url_key", "anchor")
+        }
+        # anchors repeat across rows: each is looked into once
+        self._anchor_codes: dict[str, int] = {}  # anchor -> index in the two lists below
+        self._anchor_keys: list[int] = []  # the key it is filed under, 0 for none
+        self._anchor_filed: list[bool] = []
+
+    def decode(self, rows: Sequence[tuple[str, bytes]]) -> list[bool]:
+        """Take in the readable ones of ``rows``; which ones were."""
+        keys = [k for k, _ in rows]
+        blobs = [b for _, b in rows]
+        n, size = len(blobs), _HEADER.size
+        heads = b"".join([b[:size] for b in blobs])
+        if len(heads) != n * size:  # truncated rows: padded, and rejected below
+            heads = b"".join([b[:size].ljust(size, b"\0") for b in blobs])
+        head = np.frombuffer(heads, _HEADER_DTYPE)
+        published = head["published"]
+        counts = head["count"].astype(np.int64)
+        mids = size + 4 * head["perms"].astype(np.int64)
+        ends = mids + 4 * counts
+        ok = (
+            (np.fromiter(map(len, blobs), np.int64, n) > ends)  # a payload follows
+            & (head["magic"] == _MAGIC)
+            & (head["version"] == _FORMAT_VERSION)
+            & (published >= _MIN_MICROS)
+            & (published <= _MAX_MICROS)
+        )
+        rows_ok = np.flatnonzero(ok)
+        payloads = [
+            blobs[r][e:] for r, e in zip(rows_ok.tolist(), ends[rows_ok].tolist(), strict=True)
+        ]
+        try:
+            # what json.loads does with bytes, less its encoding detection: a payload that
+            # decodes and parses here is one it reads the same, and any other raises
+            values = [_JSON.decode(p.decode()) for p in payloads]
+        except ValueError:
+            values = list(map(_loads, payloads))
+        columns = _payload_columns(values)
+        if columns is None:  # some payload is not what to_bytes writes: find which
+            good = np.fromiter(map(_is_payload, values), bool, len(values))
+            ok[rows_ok[~good]] = False
+            rows_ok = rows_ok[good]
+            columns = _payload_columns([v for v in values if _is_payload(v)])
+            assert columns is not None
+        language, url, content_hash, url_key, anchors = columns
+        m = len(rows_ok)
+        start = self.first + self.size
+        entries = np.arange(start, start + m, dtype=np.uint32)
+        self.size += m
+
+        self.story.extend([sys.intern(keys[r]) for r in rows_ok.tolist()])
+        self.published.append(published[rows_ok])
+        tokens = counts[rows_ok]
+        self.tokens.append(tokens.astype(np.int32))
+        long = rows_ok[tokens >= MIN_TOKENS]
+        spans = zip(long.tolist(), mids[long].tolist(), ends[long].tolist(), strict=True)
+        self.shingles.append(np.frombuffer(b"".join([blobs[r][a:b] for r, a, b in spans]), "<u4"))
+        for lang in dict.fromkeys(language):
+            self.languages.setdefault(lang, len(self.languages))
+        self.language.append(np.fromiter(map(self.languages.__getitem__, language), np.int16, m))
+        for name, texts in (("url", url), ("hash", content_hash), ("url_key", url_key)):
+            present = np.fromiter(map(bool, texts), bool, m)
+            if present.any():
+                self._file(
+                    name, np.fromiter(map(_key, texts), np.int64, m)[present], entries[present]
+                )
+
+        self.anchors.extend(map("\n".join, anchors))
+        every = list(chain.from_iterable(anchors))
+        codes = self._anchor_codes
+        for anchor in set(every).difference(codes):
+            codes[anchor] = len(self._anchor_keys)
+            key = _filed_under(anchor)
+            self._anchor_keys.append(0 if key is None else _key(key))
+            self._anchor_filed.append(key is not None)
+        at = np.fromiter(map(codes.__getitem__, every), np.int64, len(every))
+        filed = np.array(self._anchor_filed, bool)[at]
+        owners = np.repeat(entries, np.fromiter(map(len, anchors), np.int64, m))
+        self._file("anchor", np.array(self._anchor_keys, np.int64)[at][filed], owners[filed])
+        readable: list[bool] = ok.tolist()
+        return readable
+
+    def _file(self, name: str, keys: Any, entries: Any) -> None:
+        self.filed[name][0].append(keys)
+        self.filed[name][1].append(entries)
+
+
+_JSON = json.JSONDecoder()
+
+
+def _loads(payload: bytes) -> Any:
+    """``json.loads``, None for what it rejects."""
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return None
+
+
+_PayloadColumns = tuple[
+    tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[list[str], ...]
+]
+
+
+def _payload_columns(values: list[Any]) -> _PayloadColumns | None:
+    """The fields of decoded payloads by column; None unless :func:`_is_payload` holds for
+    each (checked by column: a call per value costs more than decoding it)."""
+    if not values:
+        return (), (), (), (), ()
+    if set(map(type, values)) != {list} or set(map(len, values)) != {5}:
+        return None
+    language, url, content_hash, url_key, anchors = zip(*values, strict=True)
+    if any(set(map(type, texts)) != {str} for texts in (language, url, content_hash, url_key)):
+        return None
+    if set(map(type, anchors)) != {list}:
+        return None
+    every = list(chain.from_iterable(anchors))
+    if not set(map(type, every)) <= {str} or not all(every):
+        return None
+    return language, url, content_hash, url_key, anchors
 
 
 class StoryIndex:
@@ -1347,6 +1570,63 @@ class StoryIndex:
         return frozenset(text.split("\n")) if text else frozenset()
 
     # ------------------------------------------------------------------ add / prune
+
+    def add_many(self, rows: Iterable[tuple[str, bytes]]) -> list[bool]:
+        """Add ``(story_key, StoryFeatures.to_bytes())`` rows; which ones were added.
+
+        The index ends up as ``add(key, StoryFeatures.from_bytes(b))`` for each row in order
+        would leave it, less the rows ``from_bytes`` rejects, but each posting is sorted
+        once instead of growing row by row: for rebuilding the index from the store. Nothing
+        is added when ``rows`` raises.
+        """
+        load = _Load(self._size, dict(self._languages))
+        added: list[bool] = []
+        it = iter(rows)
+        while chunk := list(islice(it, _LOAD_CHUNK)):
+            added.extend(load.decode(chunk))
+        self._append(load)
+        return added
+
+    def _append(self, load: _Load) -> None:
+        """Make the rows of ``load`` entries, numbered on from the last."""
+        self._languages = load.languages
+        if not load.size:
+            return
+        i, end = self._size, self._size + load.size
+        if end > len(self._alive):
+            self._grow(max(1024, 2 * end))
+        self._published[i:end] = np.concatenate(load.published or [[]])
+        self._language[i:end] = np.concatenate(load.language or [[]])
+        tokens = np.concatenate(load.tokens or [[]]).astype(np.int64)
+        self._tokens[i:end] = tokens
+        self._alive[i:end] = True
+        lens = np.where(tokens >= MIN_TOKENS, tokens, 0)
+        starts = self._pool_size + np.cumsum(lens) - lens
+        self._shingle_at[i:end] = np.where(lens > 0, starts, 0)
+        shingles = np.concatenate(load.shingles or [np.zeros(0, np.uint32)])
+        load.shingles.clear()
+        at = self._pool_size
+        if at + len(shingles) > len(self._pool):
+            self._pool = np.concatenate([self._pool[:at], shingles]) if at else shingles
+        else:
+            self._pool[at : at + len(shingles)] = shingles
+        self._pool_size += len(shingles)
+        self._by_shingle.add_many(
+            *_pairs(shingles, np.repeat(np.arange(i, end, dtype=np.uint32), lens))
+        )
+        for postings, name in (
+            (self._by_url, "url"),
+            (self._by_hash, "hash"),
+            (self._by_url_key, "url_key"),
+            (self._by_anchor, "anchor"),
+        ):
+            keys, entries = load.filed[name]
+            if keys:
+                postings.add_many(*_pairs(np.concatenate(keys), np.concatenate(entries)))
+        self._story.extend(load.story)
+        self._anchors.extend(load.anchors)
+        self._size = end
+        self._live += load.size
 
     def add(self, story_key: str, f: StoryFeatures) -> None:
         """Remember ``f`` as a copy of ``story_key``."""
