@@ -324,7 +324,7 @@ class Daemon:
             late = [(now - s.next_poll_at).total_seconds() for s in due if s.next_poll_at]
             metrics.SCHEDULER_LAG.set(max(0.0, *late) if late else 0.0)
             if due:
-                reports = self.poller.poll_states(due)
+                reports = self.poller.poll_states(due, refill=self.poller.refill_due(now))
                 self.state.refresh_versions()
                 _trim_heap()
                 failed = sum(1 for r in reports if r.failed)

@@ -25,8 +25,14 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -61,7 +67,6 @@ log = logging.getLogger(__name__)
 GONE_PAUSE = timedelta(days=3650)  # a 410 source is disabled; this only keeps next_poll sane
 STORY_WINDOW = timedelta(hours=72)
 PROCESS_POOL_MIN_SOURCES = 8  # smaller rounds parse in their polling threads
-MAX_CLAIM = 5000  # due sources leased by one worker per tick
 RULES_SETTING = "topic_rules"  # fingerprint of the rules the stored membership follows
 
 
@@ -166,38 +171,58 @@ class Poller:
 
     def refresh_index(self, now: datetime | None = None) -> int:
         """Add items stored since the last refresh (by any worker) to the story index."""
-        from aggregator.stories import StoryFeatures
-
         now = now or self.clock()
-        added = 0
         with self._index_lock:
-            index = self.index
-            for item_id, uid, blob in self.store.features_since(
-                self._last_item_id, now - STORY_WINDOW
-            ):
-                self._last_item_id = max(self._last_item_id, item_id)
-                if item_id in self._indexed:
-                    continue
-                try:
-                    index.add(uid, StoryFeatures.from_bytes(blob))
-                except ValueError:
-                    continue  # unreadable signature: the item still dedups by URL and hash
-                self._indexed.add(item_id)
-                added += 1
+            last = self._last_item_id
+            item_ids: list[int] = []
+
+            def rows() -> Iterable[tuple[str, bytes]]:
+                nonlocal last
+                for item_id, uid, blob in self.store.features_since(
+                    self._last_item_id, now - STORY_WINDOW
+                ):
+                    last = max(last, item_id)
+                    if item_id not in self._indexed:
+                        item_ids.append(item_id)
+                        yield uid, blob
+
+            # in bulk: a fresh process loads the whole window. Unreadable features are
+            # skipped: such an item still dedups by URL and hash.
+            readable = self.index.add_many(rows())
+            added = [i for i, ok in zip(item_ids, readable, strict=True) if ok]
+            self._last_item_id = last
+            self._indexed.update(added)
             if len(self._indexed) > 500_000:
                 self._indexed = {i for i in self._indexed if i > self._last_item_id - 100_000}
-        return added
+        return len(added)
 
     # ------------------------------------------------------------------ polling
 
     def poll_due(self, now: datetime | None = None) -> list[PollReport]:
-        return self.poll_states(self.claim_due(now or self.clock()))
+        """Poll every source due at ``now``, leasing a few at a time (see :meth:`claim_due`)."""
+        now = now or self.clock()
+        return self.poll_states(self.claim_due(now), refill=self.refill_due(now))
 
-    def claim_due(self, now: datetime) -> list[SourceState]:
-        """Lease the sources due at ``now`` that no other worker holds."""
+    def claim_due(
+        self, now: datetime, limit: int | None = None, exclude: Collection[str] = ()
+    ) -> list[SourceState]:
+        """Lease up to ``limit`` sources due at ``now`` that no other worker holds.
+
+        By default twice the polling threads: a worker leases what it can start soon and
+        comes back for more (:meth:`refill_due`), so workers sharing a store split a round
+        between them instead of the first one to wake leasing all of it.
+        """
         return self.store.claim_due(
-            now, owner=self.owner, lease_seconds=self.lease_seconds(), limit=MAX_CLAIM
+            now,
+            owner=self.owner,
+            lease_seconds=self.lease_seconds(),
+            limit=limit or 2 * self.config.settings.concurrency,
+            exclude=exclude,
         )
+
+    def refill_due(self, now: datetime) -> Callable[[int, Collection[str]], list[SourceState]]:
+        """For :meth:`poll_states`: lease up to n more due sources, not those in flight."""
+        return lambda n, in_flight: self.claim_due(now, n, in_flight)
 
     def poll_now(self, source_ids: Sequence[str] | None = None) -> list[PollReport]:
         """Poll the named (or all enabled) sources now, due or not."""
@@ -224,7 +249,10 @@ class Poller:
         states: Sequence[SourceState],
         *,
         progress: Callable[[PollReport], None] | None = None,
+        refill: Callable[[int, Collection[str]], Sequence[SourceState]] | None = None,
     ) -> list[PollReport]:
+        """Poll ``states``; with ``refill``, lease more as threads free up until none are due
+        (a continuously fed pool: one slow source does not hold back the next lease)."""
         if not states:
             return []
         self._round_refreshed = False  # the index catches up before the round's first ingest
@@ -239,30 +267,38 @@ class Poller:
                 return host_limits[urlsplit(url).hostname or ""]
 
         reports: list[PollReport] = []
-        workers = max(1, min(settings.concurrency, len(states)))
-        pending = {s.id for s in states}
-        heartbeat = _LeaseHeartbeat(self, pending)
+        workers = max(1, settings.concurrency if refill else min(settings.concurrency, len(states)))
+        # Worker processes pay off for a big round (a cold start, many due sources); a few
+        # sources are parsed in their polling thread.
+        in_processes = len(states) >= PROCESS_POOL_MIN_SOURCES
+        heartbeat = _LeaseHeartbeat(self, set())
         heartbeat.start()
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
-                # Worker processes pay off for a big round (a cold start, many due sources);
-                # a few sources are parsed in their polling thread.
-                in_processes = len(states) >= PROCESS_POOL_MIN_SOURCES
-                futures = [
-                    pool.submit(
-                        self._poll_one, state, host_limit(state.effective_url), in_processes
-                    )
-                    for state in _interleave_hosts(states)
-                ]
-                for future in as_completed(futures):
-                    report = future.result()
-                    heartbeat.done(report.source_id)
-                    reports.append(report)
-                    for listener in (*self.listeners, *([progress] if progress else [])):
-                        listener(report)
+                in_flight: dict[Future[PollReport], str] = {}
+
+                def submit(batch: Sequence[SourceState]) -> None:
+                    for state in _interleave_hosts(batch):
+                        heartbeat.add(state.id)
+                        limit = host_limit(state.effective_url)
+                        future = pool.submit(self._poll_one, state, limit, in_processes)
+                        in_flight[future] = state.id
+
+                submit(states)
+                while in_flight:
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        del in_flight[future]
+                        report = future.result()
+                        heartbeat.done(report.source_id)
+                        reports.append(report)
+                        for listener in (*self.listeners, *([progress] if progress else [])):
+                            listener(report)
+                    if refill is not None and not self.stopping and len(in_flight) < workers:
+                        submit(refill(2 * workers - len(in_flight), set(in_flight.values())))
         finally:
             heartbeat.stop()
-            if len(states) >= PROCESS_POOL_MIN_SOURCES:
+            if in_processes:
                 # between rounds the daemon holds no parser processes (their memory goes
                 # back to the system); the next big round starts them again (~0.5 s)
                 self.parsers.close()
@@ -668,6 +704,10 @@ class _LeaseHeartbeat(threading.Thread):
         self.pending = pending
         self.lock = threading.Lock()
         self.stopped = threading.Event()
+
+    def add(self, source_id: str) -> None:
+        with self.lock:
+            self.pending.add(source_id)
 
     def done(self, source_id: str) -> None:
         with self.lock:

@@ -517,6 +517,7 @@ class Store:
         limit: int = 1000,
         only: Collection[str] | None = None,
         force: bool = False,
+        exclude: Collection[str] = (),
     ) -> list[SourceState]:
         """Lease the sources due at ``now`` (or the ``only`` ones, due or not, with ``force``).
 
@@ -528,6 +529,8 @@ class Store:
         query = select(t.sources).where(c.configured.is_(True), c.enabled.is_(True), free)
         if only is not None:
             query = query.where(c.id.in_(list(only)))
+        if exclude:  # our own leases in flight (a lease of ours counts as free otherwise)
+            query = query.where(c.id.not_in(list(exclude)))
         if not force:
             query = query.where(or_(c.next_poll_at.is_(None), c.next_poll_at <= now))
         query = query.order_by(c.next_poll_at, c.id).limit(limit)
