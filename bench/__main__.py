@@ -49,7 +49,7 @@ FULL = Plan(
     topic_runs=3,
     serve_seconds=5.0,
     footprint_sources=1000,
-    footprint_cap=90.0,
+    footprint_cap=150.0,
     profile_cold_feeds=20,
     profile_memory_feeds=60,
 )
