@@ -557,7 +557,7 @@ def test_kill_9_at_random_moments_never_loses_or_duplicates_an_item(
             while running(pid) and item_count(store) == before:  # its first commit
                 assert time.monotonic() < deadline, "the poll stored nothing"
                 time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.15))  # somewhere in its remaining ingests
+            time.sleep(rng.uniform(0.0, 0.03))  # somewhere in its remaining ingests
             if running(pid):
                 kill_group(pid)  # the poll and its parser processes
             killed = launcher.wait(pid) == -signal.SIGKILL
@@ -568,6 +568,7 @@ def test_kill_9_at_random_moments_never_loses_or_duplicates_an_item(
             assert set(stored) <= feeds.served_keys()
             mid_ingest += killed and len(stored) < len(feeds.served_keys())
             wait_for_leases_to_expire(store)  # so the next run polls every source
+        print(f"{mid_ingest} of 50 runs killed mid-ingest")
         assert mid_ingest >= 35  # most runs died with items fetched but not yet stored
         command = [sys.executable, "-m", "aggregator", "poll", "-q", "--config", str(config)]
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120)
