@@ -20,19 +20,14 @@ import json
 import logging
 import multiprocessing
 import os
+import queue
 import random
 import socket
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
-from concurrent.futures import (
-    FIRST_COMPLETED,
-    Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
-    wait,
-)
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -276,6 +271,9 @@ class Poller:
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
                 in_flight: dict[Future[PollReport], str] = {}
+                # completions arrive here one by one (wait() on the whole set each time
+                # costs a lock per future per call)
+                finished: queue.SimpleQueue[Future[PollReport]] = queue.SimpleQueue()
 
                 def submit(batch: Sequence[SourceState]) -> None:
                     for state in _interleave_hosts(batch):
@@ -283,17 +281,17 @@ class Poller:
                         limit = host_limit(state.effective_url)
                         future = pool.submit(self._poll_one, state, limit, in_processes)
                         in_flight[future] = state.id
+                        future.add_done_callback(finished.put)
 
                 submit(states)
                 while in_flight:
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        del in_flight[future]
-                        report = future.result()
-                        heartbeat.done(report.source_id)
-                        reports.append(report)
-                        for listener in (*self.listeners, *([progress] if progress else [])):
-                            listener(report)
+                    future = finished.get()
+                    del in_flight[future]
+                    report = future.result()
+                    heartbeat.done(report.source_id)
+                    reports.append(report)
+                    for listener in (*self.listeners, *([progress] if progress else [])):
+                        listener(report)
                     if refill is not None and not self.stopping and len(in_flight) < workers:
                         submit(refill(2 * workers - len(in_flight), set(in_flight.values())))
         finally:
@@ -736,10 +734,10 @@ def _interleave_hosts(states: Sequence[SourceState]) -> list[SourceState]:
     queues = list(by_host.values())
     ordered: list[SourceState] = []
     while queues:
-        for queue in list(queues):
-            ordered.append(queue.pop(0))
-            if not queue:
-                queues.remove(queue)
+        for host_queue in list(queues):
+            ordered.append(host_queue.pop(0))
+            if not host_queue:
+                queues.remove(host_queue)
     return ordered
 
 
