@@ -877,16 +877,12 @@ def shared_weight(a: frozenset[str], b: frozenset[str]) -> float:
     return exact + sum(_weight(f"p:{n}") for n in names)
 
 
-def cross_score(a: StoryFeatures, b: StoryFeatures) -> float:
+def _cross_score(a: frozenset[str], b: frozenset[str]) -> float:
     """How strongly two items look like the same story from their anchors alone, 0..1.
 
     Shared anchor weight over the smaller side's total, once the shared evidence is
     substantial; texts that both quote amounts or dates, mostly different ones, score 0.
     """
-    return _cross_score(a.anchors, b.anchors)
-
-
-def _cross_score(a: frozenset[str], b: frozenset[str]) -> float:
     got = shared_weight(a, b)
     if got < _MIN_SHARED or _numbers_conflict(a, b):
         return 0.0

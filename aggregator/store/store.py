@@ -226,15 +226,38 @@ class _KeyTaken(Exception):
     """A concurrent ingest took a story key this one planned to claim: run it again."""
 
 
-def _plain_success(outcome: PollOutcome) -> bool:
-    """A success that changes only the usual columns (what _record_outcome writes for it)."""
-    return (
-        outcome.error_kind is None
-        and (outcome.etag is not None or outcome.last_modified is not None)
-        and not outcome.permanent_url
-        and not outcome.disabled_reason
-        and outcome.entry_digests is None
-    )
+def _outcome_values(outcome: PollOutcome) -> dict[str, Any]:
+    """The columns of ``sources`` a poll outcome sets (a failure counts its errors up in SQL)."""
+    c = t.sources.c
+    values: dict[str, Any] = {
+        "last_polled_at": outcome.polled_at,
+        "next_poll_at": outcome.next_poll_at,
+        "last_status": outcome.status,
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+    if outcome.error_kind is None:
+        values.update(
+            consecutive_errors=0,
+            last_error_kind=None,
+            last_error=None,
+            last_success_at=outcome.polled_at,
+        )
+        if outcome.etag is not None or outcome.last_modified is not None:
+            values.update(etag=outcome.etag, last_modified=outcome.last_modified)
+    else:
+        values.update(
+            consecutive_errors=c.consecutive_errors + 1,
+            last_error_kind=outcome.error_kind,
+            last_error=outcome.error,
+        )
+    if outcome.entry_digests is not None:
+        values["entry_digests"] = outcome.entry_digests
+    if outcome.permanent_url:
+        values["effective_url"] = outcome.permanent_url
+    if outcome.disabled_reason:
+        values.update(enabled=False, disabled_reason=outcome.disabled_reason)
+    return values
 
 
 def _item_row(entry: IngestEntry, guid: str, story_id: int, now: datetime) -> dict[str, Any]:
@@ -604,11 +627,6 @@ class Store:
 
         return self._retrying(f"ingest of {outcome.source_id}", work)
 
-    def record_outcome(
-        self, outcome: PollOutcome, *, now: datetime, owner: str | None = None
-    ) -> None:
-        self.ingest(outcome, (), owner=owner, now=now)
-
     def record_outcomes(self, outcomes: Sequence[PollOutcome], *, owner: str) -> set[str]:
         """Store several item-less polls (304s, failures) in one transaction; return the ids
         whose lease ``owner`` no longer held (nothing is written for those)."""
@@ -621,41 +639,24 @@ class Store:
                 query = query.with_for_update()  # as in ingest: held until commit
             owners = {row.id: row.lease_owner for row in conn.execute(query)}
             lost = {sid for sid in ids if owners.get(sid, owner) not in (None, owner)}
-            plain = []
+            # Outcomes that set the same columns share one multi-row UPDATE (a round of
+            # 304s is one or two); a failure counts its errors up in SQL, one at a time.
+            groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
             for outcome in outcomes:
                 if outcome.source_id in lost:
                     continue
-                if _plain_success(outcome):
-                    plain.append(
-                        {
-                            "b_id": outcome.source_id,
-                            "b_polled": outcome.polled_at,
-                            "b_next": outcome.next_poll_at,
-                            "b_status": outcome.status,
-                            "b_etag": outcome.etag,
-                            "b_modified": outcome.last_modified,
-                        }
-                    )
-                else:
+                if outcome.error_kind is not None:
                     self._record_outcome(conn, outcome)
-            if plain:
+                    continue
+                values = _outcome_values(outcome)
+                row = {f"b_{k}": v for k, v in values.items()}
+                groups.setdefault(tuple(values), []).append({"b_id": outcome.source_id, **row})
+            for columns, rows in groups.items():
                 conn.execute(
                     update(t.sources)
                     .where(c.id == bindparam("b_id"))
-                    .values(
-                        last_polled_at=bindparam("b_polled"),
-                        next_poll_at=bindparam("b_next"),
-                        last_status=bindparam("b_status"),
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        consecutive_errors=0,
-                        last_error_kind=None,
-                        last_error=None,
-                        last_success_at=bindparam("b_polled"),
-                        etag=bindparam("b_etag"),
-                        last_modified=bindparam("b_modified"),
-                    ),
-                    plain,
+                    .values({k: bindparam(f"b_{k}") for k in columns}),
+                    rows,
                 )
             return lost
 
@@ -1100,35 +1101,9 @@ class Store:
 
     def _record_outcome(self, conn: Connection, outcome: PollOutcome) -> None:
         c = t.sources.c
-        values: dict[str, Any] = {
-            "last_polled_at": outcome.polled_at,
-            "next_poll_at": outcome.next_poll_at,
-            "last_status": outcome.status,
-            "lease_owner": None,
-            "lease_expires_at": None,
-        }
-        if outcome.error_kind is None:
-            values.update(
-                consecutive_errors=0,
-                last_error_kind=None,
-                last_error=None,
-                last_success_at=outcome.polled_at,
-            )
-            if outcome.etag is not None or outcome.last_modified is not None:
-                values.update(etag=outcome.etag, last_modified=outcome.last_modified)
-        else:
-            values.update(
-                consecutive_errors=c.consecutive_errors + 1,
-                last_error_kind=outcome.error_kind,
-                last_error=outcome.error,
-            )
-        if outcome.entry_digests is not None:
-            values["entry_digests"] = outcome.entry_digests
-        if outcome.permanent_url:
-            values["effective_url"] = outcome.permanent_url
-        if outcome.disabled_reason:
-            values.update(enabled=False, disabled_reason=outcome.disabled_reason)
-        conn.execute(update(t.sources).where(c.id == outcome.source_id).values(values))
+        conn.execute(
+            update(t.sources).where(c.id == outcome.source_id).values(_outcome_values(outcome))
+        )
 
     # ------------------------------------------------------------------ index sync
 
