@@ -432,7 +432,7 @@ class Poller:
             )
             return _Prepared(outcome, (), report)
         assert isinstance(response, Fetched)
-        from aggregator.prepare import PrepareJob, split_digests
+        from aggregator.prepare import PrepareJob
         from aggregator.stories import StoryFeatures
 
         job = PrepareJob(
@@ -443,7 +443,7 @@ class Poller:
             fetched_at=now,
             tracking_params=self.config.settings.tracking_params,
             languages=self._languages(),
-            known=split_digests(state.entry_digests),
+            known=state.entry_digests,
         )
         try:
             feed = self.parsers.run(

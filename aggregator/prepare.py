@@ -7,13 +7,12 @@ memory stay out of the daemon; with ``processes: 0`` it runs in the polling thre
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from aggregator import normalize, parse, topics
-from aggregator.types import Item, NormalizeOptions, ParsedEntry, Source, Topic, TopicHit
+from aggregator.types import Item, NormalizeOptions, Source, Topic, TopicHit
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,7 @@ class PrepareJob:
     fetched_at: datetime
     tracking_params: tuple[str, ...] = ()
     languages: tuple[str, ...] = ("en", "ru")
-    known: frozenset[bytes] = frozenset()  # entry digests of the last body ingested
+    known: bytes = b""  # ParsedFeed.digests of the last body ingested
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class PreparedFeed:
     entries: tuple[PreparedEntry, ...]
     ttl_seconds: int | None = None
     warning: str | None = None
-    digests: bytes = b""  # entry_digest() of every entry of the body, in order
+    digests: bytes = b""  # ParsedFeed.digests: what the next body is checked against
     skipped: int = 0  # entries known unchanged, not prepared again
 
 
@@ -67,7 +66,6 @@ def prepare(job: PrepareJob, compiled: Sequence[topics.CompiledTopic]) -> Prepar
     """Parse and clean one feed body; raises ParseError when it is not a feed."""
     from aggregator.stories import features as story_features
 
-    feed = parse.parse_feed(job.content, url=job.url, headers=job.headers)
     source = job.source
     options = NormalizeOptions(
         source_id=source.id,
@@ -76,17 +74,15 @@ def prepare(job: PrepareJob, compiled: Sequence[topics.CompiledTopic]) -> Prepar
         tracking_params=job.tracking_params,
         languages=job.languages,
     )
+    # Items listed again as they were (stored already, or dropped before) are not parsed
+    # again; the options are in their digests, so a changed option makes every item new.
+    salt = repr(options).encode("utf-8", "surrogatepass")
+    feed = parse.parse_feed(
+        job.content, url=job.url, headers=job.headers, known=job.known, salt=salt
+    )
     entries: list[PreparedEntry] = []
     seen: set[str] = set()
-    digests: list[bytes] = []
-    skipped = 0
-    context = repr((feed.link, feed.language, job.url, options)).encode("utf-8")
     for raw in feed.entries:
-        digest = entry_digest(raw, context)
-        digests.append(digest)
-        if digest in job.known:
-            skipped += 1  # listed again as it was: stored already, or dropped before
-            continue
         item = normalize.normalize_entry(
             raw, feed, options, fetched_at=job.fetched_at, feed_url=job.url
         )
@@ -95,19 +91,7 @@ def prepare(job: PrepareJob, compiled: Sequence[topics.CompiledTopic]) -> Prepar
         seen.add(item.guid)
         hits = topic_hits(compiled, source, item.title, item.summary, item.content, item.language)
         entries.append(PreparedEntry(item, hits, story_features(item).to_bytes()))
-    return PreparedFeed(tuple(entries), feed.ttl_seconds, feed.warning, b"".join(digests), skipped)
-
-
-def entry_digest(raw: ParsedEntry, context: bytes) -> bytes:
-    """8 bytes that change when anything normalizing depends on changes: the parsed entry,
-    the feed-level fallbacks and the source's options."""
-    h = hashlib.blake2b(context, digest_size=8)
-    h.update(repr(raw).encode("utf-8", "surrogatepass"))
-    return h.digest()
-
-
-def split_digests(blob: bytes) -> frozenset[bytes]:
-    return frozenset(blob[i : i + 8] for i in range(0, len(blob) - 7, 8))
+    return PreparedFeed(tuple(entries), feed.ttl_seconds, feed.warning, feed.digests, feed.skipped)
 
 
 # ----------------------------------------------------------------------------- worker side

@@ -188,6 +188,10 @@ class ParsedFeed:
     encoding: str = "utf-8"
     ttl_seconds: int | None = None  # RSS <ttl>
     warning: str | None = None  # recoverable problem (feedparser "bozo")
+    # what the next body's items are checked against (aggregator.parse.parse_feed(known=)):
+    # 8 bytes of the feed-level values, then 8 per item in body order; empty when unsure
+    digests: bytes = b""
+    skipped: int = 0  # items known from the last body: not parsed, not in ``entries``
 
 
 # --------------------------------------------------------------------------- normalize
@@ -296,8 +300,8 @@ class SourceState:
     disabled_reason: str | None = None  # e.g. "410 Gone" — the source is no longer polled
     items_total: int = 0
     items_24h: int = 0
-    # digests of the entries of the last feed body ingested (aggregator.prepare.entry_digest,
-    # 8 bytes each): an entry listed again unchanged is not normalized again
+    # ParsedFeed.digests of the last feed body ingested: an item listed again unchanged is
+    # not parsed or normalized again
     entry_digests: bytes = b""
 
 
