@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 from aggregator import fetch as fetch_stage
 from aggregator import schedule
 from aggregator.errors import FetchError, ParseError, StoreError
-from aggregator.store import IngestEntry, IngestResult, Store
+from aggregator.store import IngestEntry, Store
 from aggregator.types import (
     Config,
     ErrorKind,
@@ -270,10 +270,10 @@ class Poller:
         heartbeat.start()
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
-                in_flight: dict[Future[PollReport], str] = {}
+                in_flight: dict[Future[PollReport | _Pending], str] = {}
                 # completions arrive here one by one (wait() on the whole set each time
                 # costs a lock per future per call)
-                finished: queue.SimpleQueue[Future[PollReport]] = queue.SimpleQueue()
+                finished: queue.SimpleQueue[Future[PollReport | _Pending]] = queue.SimpleQueue()
 
                 def submit(batch: Sequence[SourceState]) -> None:
                     for state in _interleave_hosts(batch):
@@ -287,7 +287,9 @@ class Poller:
                 while in_flight:
                     future = finished.get()
                     del in_flight[future]
-                    report = future.result()
+                    done = future.result()
+                    # a poll without items is reported once its outcome is written
+                    report = done.wait() if isinstance(done, _Pending) else done
                     heartbeat.done(report.source_id)
                     reports.append(report)
                     for listener in (*self.listeners, *([progress] if progress else [])):
@@ -304,7 +306,9 @@ class Poller:
 
     def _poll_one(
         self, state: SourceState, limit: threading.Semaphore, in_processes: bool = False
-    ) -> PollReport:
+    ) -> PollReport | _Pending:
+        """Poll one source. A poll without items returns before its outcome is written (the
+        thread goes on to the next source; the report waits for the write)."""
         source = self.sources.get(state.id)
         if source is None:
             return PollReport(state.id, "skipped", error="not in the config any more")
@@ -316,8 +320,8 @@ class Poller:
                 prepared = self._prepare(source, state, in_processes)
             if not prepared.entries:
                 # 304s, failures, bodies with nothing new: one transaction for many sources
-                lost = self._outcomes.record(prepared.outcome)
-                result = IngestResult(IngestCounts(), lost_lease=lost)
+                slot = self._outcomes.submit(prepared.outcome)
+                return _Pending(slot, lambda lost: self._finish(prepared, lost))
             else:
                 # Ingest and index together: a copy ingested by the next thread must see
                 # this one.
@@ -341,9 +345,16 @@ class Poller:
             log.exception("unexpected error while polling source=%s", state.id)
             self._record_internal_error(source, state, e)
             return PollReport(state.id, "error", error_kind=ErrorKind.INTERNAL, error=repr(e))
-        if result.lost_lease:
-            return PollReport(state.id, "skipped", error="lease taken over by another worker")
-        counts = result.counts + IngestCounts(unchanged=prepared.skipped)
+        return self._finish(prepared, result.lost_lease, result.counts)
+
+    def _finish(
+        self, prepared: _Prepared, lost_lease: bool, counts: IngestCounts | None = None
+    ) -> PollReport:
+        if lost_lease:
+            return PollReport(
+                prepared.report.source_id, "skipped", error="lease taken over by another worker"
+            )
+        counts = (counts or IngestCounts()) + IngestCounts(unchanged=prepared.skipped)
         report = replace(prepared.report, counts=counts)
         _log_report(report)
         return report
@@ -587,14 +598,31 @@ class Poller:
 @dataclass
 class _Slot:
     outcome: PollOutcome
-    done: bool = False
     lost: bool = False
     error: StoreError | None = None
+    written: threading.Event = field(default_factory=threading.Event)
+
+
+class _Pending:
+    """A poll whose outcome is queued for the next group commit."""
+
+    def __init__(self, slot: _Slot, finish: Callable[[bool], PollReport]) -> None:
+        self.slot = slot
+        self.finish = finish
+
+    def wait(self) -> PollReport:
+        self.slot.written.wait()
+        if self.slot.error is not None:
+            source_id = self.slot.outcome.source_id
+            log.error("store error while polling source=%s: %s", source_id, self.slot.error)
+            return PollReport(source_id, "error", error_kind="store", error=str(self.slot.error))
+        return self.finish(self.slot.lost)
 
 
 class _OutcomeWriter:
-    """Group commit for polls without items: a thread that finds the writer busy leaves its
-    outcome queued, and the next flush writes all queued outcomes in one transaction."""
+    """Group commit for polls without items. A thread queues its outcome and goes on; if no
+    other thread is writing, it writes everything queued in one transaction, and again
+    while more arrives. A source's outcome is written before its report is."""
 
     def __init__(self, store: Store, owner: str) -> None:
         self.store = store
@@ -603,27 +631,37 @@ class _OutcomeWriter:
         self._queue_lock = threading.Lock()
         self._flush_lock = threading.Lock()
 
-    def record(self, outcome: PollOutcome) -> bool:
-        """Store ``outcome``; True when the source's lease was lost (nothing written)."""
+    def submit(self, outcome: PollOutcome) -> _Slot:
         slot = _Slot(outcome)
         with self._queue_lock:
             self._queue.append(slot)
-        with self._flush_lock:
-            if not slot.done:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                try:
-                    lost = self.store.record_outcomes([s.outcome for s in batch], owner=self.owner)
-                    for s in batch:
-                        s.lost = s.outcome.source_id in lost
-                except StoreError as e:
-                    for s in batch:
-                        s.error = e
-                for s in batch:
-                    s.done = True
-        if slot.error is not None:
-            raise slot.error
-        return slot.lost
+        while self._flush_lock.acquire(blocking=False):
+            try:
+                while batch := self._take():
+                    self._write(batch)
+            finally:
+                self._flush_lock.release()
+            with self._queue_lock:
+                if not self._queue:
+                    break
+            # queued after the last take but before the release: nobody else will write it
+        return slot
+
+    def _take(self) -> list[_Slot]:
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        return batch
+
+    def _write(self, batch: list[_Slot]) -> None:
+        try:
+            lost = self.store.record_outcomes([s.outcome for s in batch], owner=self.owner)
+            for s in batch:
+                s.lost = s.outcome.source_id in lost
+        except StoreError as e:
+            for s in batch:
+                s.error = e
+        for s in batch:
+            s.written.set()
 
 
 class ParserPool:

@@ -450,6 +450,43 @@ def test_polls_without_items_are_recorded_together_and_only_under_our_lease(
     }
 
 
+def test_a_poll_without_items_queues_its_outcome_and_goes_on_while_another_is_written(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poller's group commit: a thread that finds another one writing leaves its outcome
+    queued and returns at once (to poll the next source); the writing thread writes the
+    queue after its own batch, and each report waits for its outcome to be written."""
+    from aggregator.pipeline import _OutcomeWriter
+
+    assert len(store.claim_due(NOW, owner="w1", lease_seconds=60)) == 3
+    writing, gate = threading.Event(), threading.Event()
+    batches: list[list[str]] = []
+    real = store.record_outcomes
+
+    def slow_write(outcomes: list[PollOutcome], *, owner: str) -> set[str]:
+        batches.append([o.source_id for o in outcomes])
+        writing.set()
+        assert gate.wait(10)  # the first write takes until the test opens the gate
+        return real(outcomes, owner=owner)
+
+    monkeypatch.setattr(store, "record_outcomes", slow_write)
+    writer = _OutcomeWriter(store, "w1")
+    first = threading.Thread(target=writer.submit, args=(ok("belta", etag='"belta"'),))
+    first.start()
+    assert writing.wait(10)
+
+    queued = [writer.submit(ok(sid, etag=f'"{sid}"')) for sid in ("tass", "sputnik")]
+
+    assert not any(slot.written.is_set() for slot in queued)  # returned without waiting
+    gate.set()
+    first.join(10)
+    assert all(slot.written.wait(10) and not slot.lost for slot in queued)
+    assert batches == [["belta"], ["tass", "sputnik"]]  # the queue went in one transaction
+    for sid in ("belta", "tass", "sputnik"):
+        state = store.source_state(sid)
+        assert state is not None and state.etag == f'"{sid}"'
+
+
 def test_recording_the_poll_releases_the_lease_until_the_next_poll(store: Store) -> None:
     assert len(store.claim_due(NOW, owner="w1", lease_seconds=60, only=["belta"])) == 1
     result = store.ingest(
