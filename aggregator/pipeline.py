@@ -25,6 +25,7 @@ import random
 import socket
 import threading
 import time
+from array import array
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -122,7 +123,9 @@ class Poller:
         self.public_addresses = public_addresses  # fetch's test hook: addresses taken as public
         self.session = fetch_stage.make_session()
         self._index: Any = None
-        self._indexed: set[int] = set()
+        # ids of the items this process indexed as it stored them, since the last refresh
+        # (a refresh reads only ids above the last one it saw: older ones are dropped)
+        self._indexed = array("q")
         self._last_item_id = 0
         self._index_lock = threading.RLock()
         self._round_refreshed = False
@@ -170,6 +173,7 @@ class Poller:
         with self._index_lock:
             last = self._last_item_id
             item_ids: list[int] = []
+            own = set(self._indexed)
 
             def rows() -> Iterable[tuple[str, bytes]]:
                 nonlocal last
@@ -177,7 +181,7 @@ class Poller:
                     self._last_item_id, now - STORY_WINDOW
                 ):
                     last = max(last, item_id)
-                    if item_id not in self._indexed:
+                    if item_id not in own:
                         item_ids.append(item_id)
                         yield uid, blob
 
@@ -186,9 +190,7 @@ class Poller:
             readable = self.index.add_many(rows())
             added = [i for i, ok in zip(item_ids, readable, strict=True) if ok]
             self._last_item_id = last
-            self._indexed.update(added)
-            if len(self._indexed) > 500_000:
-                self._indexed = {i for i in self._indexed if i > self._last_item_id - 100_000}
+            self._indexed = array("q", (i for i in own if i > last))
         return len(added)
 
     # ------------------------------------------------------------------ polling
@@ -298,6 +300,9 @@ class Poller:
                         submit(refill(2 * workers - len(in_flight), set(in_flight.values())))
         finally:
             heartbeat.stop()
+            if self._index is not None:
+                with self._index_lock:
+                    self._index.settle()
             if in_processes:
                 # between rounds the daemon holds no parser processes (their memory goes
                 # back to the system); the next big round starts them again (~0.5 s)
@@ -374,7 +379,7 @@ class Poller:
     def _mark_indexed(self, added: Sequence[tuple[int, str, Any]]) -> None:
         # The store added each new item to the index as it inserted it (see _Finder.add).
         with self._index_lock:
-            self._indexed.update(item_id for item_id, _uid, _f in added)
+            self._indexed.extend(item_id for item_id, _uid, _f in added)
 
     def _locked_index(self) -> Any:
         poller = self

@@ -134,8 +134,7 @@ class StoryFeatures:
             content_hash=content_hash,
             signature=bytes(b[_HEADER.size : mid]),
             shingles=bytes(b[mid:end]),
-            # anchors repeat across items ("a:csto", names): one string object each
-            anchors=frozenset(map(sys.intern, anchors)),
+            anchors=frozenset(anchors),
             url_key=url_key,
         )
 
@@ -1044,6 +1043,11 @@ class _Postings:
         else:
             self._merge(keys, ids)
 
+    def settle(self) -> None:
+        """Move the latest additions from the dict into the arrays."""
+        if self._pending:
+            self._flush()
+
     def _flush(self) -> None:
         keys = list(self._pending)
         ids = list(self._pending.values())
@@ -1639,9 +1643,11 @@ class StoryIndex:
         if f.tokens >= MIN_TOKENS:
             at = self._pool_size
             if at + f.tokens > len(self._pool):
-                self._pool = np.concatenate(
-                    [self._pool, np.zeros(max(at + f.tokens, len(self._pool)), np.uint32)]
-                )
+                # np.zeros and a copy of what is used: the spare tail stays untouched (and
+                # takes no memory) until it is written
+                pool = np.zeros(max(at + f.tokens, 2 * len(self._pool)), np.uint32)
+                pool[:at] = self._pool[:at]
+                self._pool = pool
             self._pool[at : at + f.tokens] = q.shingles
             self._shingle_at[i] = at
             self._pool_size += f.tokens
@@ -1656,6 +1662,18 @@ class StoryIndex:
             self._by_url_key.add([_key(f.url_key)], i)
         self._story.append(sys.intern(story_key))
         self._anchors.append("\n".join(f.anchors))
+
+    def settle(self) -> None:
+        """File the latest additions in the arrays (~12 bytes a posting instead of ~100 in
+        a dict): for a pause, such as between a daemon's rounds."""
+        for postings in (
+            self._by_shingle,
+            self._by_url,
+            self._by_hash,
+            self._by_url_key,
+            self._by_anchor,
+        ):
+            postings.settle()
 
     def prune(self, before: datetime) -> int:
         """Forget entries published before ``before`` (a sliding window); how many went."""
