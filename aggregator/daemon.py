@@ -179,7 +179,7 @@ class Daemon:
         return code
 
     def _start(self) -> None:
-        self.store.upgrade()
+        self.store.upgrade(in_child=True)  # the migration tool stays out of the service
         if self.polls:
             self.store.sync_sources(self.config.sources, self.clock())
             self.poller = Poller(self.config, self.store, clock=self.clock)

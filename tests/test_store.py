@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,6 +14,7 @@ import pytest
 from sqlalchemy import DateTime, create_engine, event, text
 from sqlalchemy.exc import IntegrityError
 
+from aggregator.errors import StoreError
 from aggregator.store import HEAD_REVISION, IngestEntry, Store
 from aggregator.types import Item, PollOutcome, Source, TopicHit
 
@@ -57,6 +60,36 @@ def store(store_url: str) -> Iterator[Store]:
 def test_schema_comes_from_the_migration(store: Store, store_url: str) -> None:
     assert store.current_revision() == HEAD_REVISION
     assert store.upgrade() is False  # already at head: nothing to do
+
+
+def test_a_service_migrates_in_a_child_process_and_never_loads_alembic(
+    store_url: str,
+) -> None:
+    """The daemon's upgrade: done, and the migration tool's modules (~14 MB) stay out."""
+    program = (
+        "import sys\n"
+        "from aggregator.store import HEAD_REVISION, Store\n"
+        f"store = Store({store_url!r})\n"
+        "assert store.upgrade(in_child=True) is True\n"
+        "assert store.current_revision() == HEAD_REVISION\n"
+        "assert store.upgrade(in_child=True) is False\n"
+        "print(sorted(m for m in ('alembic', 'mako', 'pygments') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_migration_that_fails_in_the_child_is_a_store_error(sqlite_url: str) -> None:
+    store = Store(sqlite_url)
+    store.upgrade()
+    with store._engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(StoreError, match="9999"):
+        store.upgrade(in_child=True)
+    store.close()
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_url: str) -> None:

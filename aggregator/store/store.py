@@ -381,10 +381,16 @@ class Store:
                 return None
             raise StoreError(f"database unreachable: {e}") from e
 
-    def upgrade(self) -> bool:
-        """Apply pending migrations; return True when something was applied."""
+    def upgrade(self, *, in_child: bool = False) -> bool:
+        """Apply pending migrations; return True when something was applied.
+
+        With ``in_child``, they run in a short-lived child process: Alembic and what it
+        loads (Mako, Pygments) take ~14 MB that a long-running process would keep.
+        """
         if self.current_revision() == HEAD_REVISION:
             return False
+        if in_child and ":memory:" not in self.url:
+            return self._upgrade_in_child()
         from alembic import command  # costs ~0.25 s: only when a migration is due
         from alembic.config import Config as AlembicConfig
 
@@ -402,6 +408,28 @@ class Store:
                 command.upgrade(cfg, "head")
         except SQLAlchemyError as e:
             raise StoreError(f"migration failed: {e}") from e
+        log.info("database upgraded to revision %s", HEAD_REVISION)
+        return True
+
+    def _upgrade_in_child(self) -> bool:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # the caller may have threads
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(
+            target=_upgrade_child, args=(self.url, sender), name="aggregator-migrate"
+        )
+        child.start()
+        sender.close()
+        try:
+            error = receiver.recv()
+        except EOFError:
+            error = f"the migration process died (exit code {child.exitcode})"
+        finally:
+            receiver.close()
+            child.join()
+        if error:
+            raise StoreError(error)
         log.info("database upgraded to revision %s", HEAD_REVISION)
         return True
 
@@ -1599,3 +1627,21 @@ def _state(row: Any, items_total: int, items_24h: int) -> SourceState:
         items_24h=int(items_24h),
         entry_digests=getattr(row, "entry_digests", None) or b"",
     )
+
+
+def _upgrade_child(url: str, sender: Any) -> None:
+    """Run the migrations in this (child) process; send None, or the error message."""
+    try:
+        store = Store(url)
+        try:
+            store.upgrade()
+        finally:
+            store.close()
+    except StoreError as e:
+        sender.send(str(e))
+    except Exception as e:  # anything else is reported the same way, not as a traceback
+        sender.send(f"migration failed: {e.__class__.__name__}: {e}")
+    else:
+        sender.send(None)
+    finally:
+        sender.close()
