@@ -734,6 +734,21 @@ class ParserPool:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+            del pool
+            _stop_resource_tracker()
+
+
+def _stop_resource_tracker() -> None:
+    """Stop multiprocessing's resource tracker, a process (~10 MB) that spawning the pool
+    started and that would outlive it. It watches the pool's semaphores, which are gone
+    once the pool is collected; the next pool starts it again."""
+    import gc
+    from multiprocessing import resource_tracker
+
+    gc.collect()  # the pool's queues and their semaphores, if a cycle still holds them
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)  # CPython >= 3.11.?
+    if stop is not None:
+        stop()
 
 
 class _LeaseHeartbeat(threading.Thread):

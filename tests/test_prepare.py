@@ -56,6 +56,40 @@ def test_worker_processes_give_the_inline_result(pool: ParserPool) -> None:
     assert [h.topic_id for e in in_worker.entries for h in e.hits] == ["cis-security"]
 
 
+def _children() -> set[int]:
+    """Live child processes of this one (from /proc: what psutil would list)."""
+    me = str(os.getpid())
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[1] == me and fields[0] != "Z":  # parent pid; not a zombie
+                found.add(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_closed_pool_leaves_no_process_behind() -> None:
+    """Between rounds the daemon holds no parser processes, and no resource tracker either
+    (spawning starts one; it would stay for the daemon's life). The next pool works."""
+    before = _children()
+    body = (DATA / "feeds" / "belta-en.xml").read_bytes()
+    pool = ParserPool(2, (TOPIC,))
+    try:
+        assert pool.run(job(body), timeout=60).entries
+        assert _children() - before  # the workers (and the tracker) are running
+        pool.close()
+        assert _children() - before == set()
+        assert pool.run(job(body), timeout=60).entries  # a new round starts them again
+    finally:
+        pool.close()
+    assert _children() - before == set()
+
+
 def test_not_a_feed_keeps_its_details_across_processes(pool: ParserPool) -> None:
     page = b'<html><head><link rel="alternate" type="application/rss+xml" href="/rss.xml"></head></html>'
     with pytest.raises(ParseError) as raised:
