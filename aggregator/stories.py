@@ -31,7 +31,6 @@ import hashlib
 import json
 import re
 import struct
-import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -1150,6 +1149,7 @@ class _Load:
         self.size = 0
         self.languages = languages
         self.story: list[str] = []
+        self._story_keys: dict[str, str] = {}
         self.anchors: list[str] = []  # "\n"-joined, as StoryIndex keeps them
         # one array per chunk
         self.published: list[Any] = []
@@ -1208,7 +1208,10 @@ class _Load:
         entries = np.arange(start, start + m, dtype=np.uint32)
         self.size += m
 
-        self.story.extend([sys.intern(keys[r]) for r in rows_ok.tolist()])
+        # rows of one story share its key string (a local table: the interpreter's own
+        # table of interned strings never shrinks)
+        shared = self._story_keys
+        self.story.extend([shared.setdefault(keys[r], keys[r]) for r in rows_ok.tolist()])
         self.published.append(published[rows_ok])
         tokens = counts[rows_ok]
         self.tokens.append(tokens.astype(np.int32))
@@ -1396,7 +1399,6 @@ class StoryIndex:
     def merge(self, from_key: str, into_key: str) -> int:
         """Re-file the entries of story ``from_key`` under ``into_key``; how many moved."""
         moved = 0
-        into_key = sys.intern(into_key)
         for i, key in enumerate(self._story):
             if key == from_key:
                 self._story[i] = into_key
@@ -1660,7 +1662,7 @@ class StoryIndex:
             self._by_anchor.add(q.filed_under, i)
         if f.url_key:
             self._by_url_key.add([_key(f.url_key)], i)
-        self._story.append(sys.intern(story_key))
+        self._story.append(story_key)  # a new story's key, or the one of the story it joins
         self._anchors.append("\n".join(f.anchors))
 
     def settle(self) -> None:
