@@ -662,11 +662,13 @@ class _OutcomeWriter:
             lost = self.store.record_outcomes([s.outcome for s in batch], owner=self.owner)
             for s in batch:
                 s.lost = s.outcome.source_id in lost
-        except StoreError as e:
+        except Exception as e:  # each waiting report hears of it, whatever it was
+            error = e if isinstance(e, StoreError) else StoreError(f"recording polls: {e!r}")
             for s in batch:
-                s.error = e
-        for s in batch:
-            s.written.set()
+                s.error = error
+        finally:
+            for s in batch:
+                s.written.set()
 
 
 class ParserPool:

@@ -520,6 +520,25 @@ def test_a_poll_without_items_queues_its_outcome_and_goes_on_while_another_is_wr
         assert state is not None and state.etag == f'"{sid}"'
 
 
+def test_a_failed_group_write_reaches_every_queued_poll(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the write raised, each poll in the batch is told (as a store error) instead
+    of its report waiting forever."""
+    from aggregator.pipeline import _OutcomeWriter, _Pending
+
+    def broken(outcomes: list[PollOutcome], *, owner: str) -> set[str]:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(store, "record_outcomes", broken)
+    writer = _OutcomeWriter(store, "w1")
+    slot = writer.submit(ok("belta"))
+    assert slot.written.is_set()
+    report = _Pending(slot, lambda lost: pytest.fail("not a success")).wait()
+    assert (report.outcome, report.error_kind) == ("error", "store")
+    assert "disk on fire" in (report.error or "")
+
+
 def test_recording_the_poll_releases_the_lease_until_the_next_poll(store: Store) -> None:
     assert len(store.claim_due(NOW, owner="w1", lease_seconds=60, only=["belta"])) == 1
     result = store.ingest(
