@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 INTERVAL = 5.0  # every source's interval in the worker tests
 LEASE = 10.0
+IN_FLIGHT = 0.5  # a killed worker's last request may reach the server this long after the kill
 MIN_GAP = INTERVAL * 0.9 - 0.05  # the scheduler never polls a source sooner (clock slack)
 # A source is due at most 1.1 intervals after its poll; 0.9 more is a whole round on top in
 # which nobody fetched it. (Measured on 2 cores: gaps of 4.6-7.7 s, mean 5.6 s.)
@@ -403,23 +404,27 @@ def test_a_killed_workers_sources_are_taken_over_when_its_leases_expire(
     finally:
         codes = [w.stop() for w in survivors]
         victim.stop()
-    assert codes == [0, 0], [w.text() for w in survivors]
-    for w in survivors:
-        assert "Traceback" not in w.text() and "ERROR" not in w.text(), w.text()
-    times = feeds.get_times()
-    by_id = {feeds.source_id(n): n for n in times}
-    for source_id, until in orphaned.items():
-        after_kill = [t for t in times[by_id[source_id]] if t > killed_at]
-        # Nobody touched it while the dead worker's lease ran; then it was taken over at
-        # the next tick.
-        assert after_kill[0] >= until.timestamp() - 0.05, (source_id, after_kill, until)
-        assert after_kill[0] <= until.timestamp() + 1.0 + 2.0, (source_id, after_kill, until)
-    for n, got in times.items():
-        assert min(gaps(got)) >= MIN_GAP, f"feed {n} fetched twice in one round: {got}"
-        if feeds.source_id(n) not in orphaned:
-            assert max(gaps(got)) < MAX_GAP, f"feed {n} missed a round: {gaps(got)}"
-    assert_stored_once(store, feeds)  # what the dead worker fetched was re-served and stored
-    store.close()
+    try:
+        assert codes == [0, 0], [w.text() for w in survivors]
+        for w in survivors:
+            assert "Traceback" not in w.text() and "ERROR" not in w.text(), w.text()
+        times = feeds.get_times()
+        by_id = {feeds.source_id(n): n for n in times}
+        for source_id, until in orphaned.items():
+            # A request the victim sent just before it died can reach the feed server a little
+            # after the kill (more so on a busy machine): those are the victim's, not a takeover.
+            after_kill = [t for t in times[by_id[source_id]] if t > killed_at + IN_FLIGHT]
+            # Nobody touched it while the dead worker's lease ran; then it was taken over at
+            # the next tick.
+            assert after_kill[0] >= until.timestamp() - 0.05, (source_id, after_kill, until)
+            assert after_kill[0] <= until.timestamp() + 1.0 + 2.0, (source_id, after_kill, until)
+        for n, got in times.items():
+            assert min(gaps(got)) >= MIN_GAP, f"feed {n} fetched twice in one round: {got}"
+            if feeds.source_id(n) not in orphaned:
+                assert max(gaps(got)) < MAX_GAP, f"feed {n} missed a round: {gaps(got)}"
+        assert_stored_once(store, feeds)  # what the dead worker fetched was re-served and stored
+    finally:
+        store.close()
 
 
 # --------------------------------------------------------------------------- (c) kill -9
