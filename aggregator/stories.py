@@ -1665,16 +1665,13 @@ class StoryIndex:
         self._story.append(story_key)  # a new story's key, or the one of the story it joins
         self._anchors.append("\n".join(f.anchors))
 
+    def _all_postings(self) -> tuple[_Postings, ...]:
+        return (self._by_shingle, self._by_url, self._by_hash, self._by_url_key, self._by_anchor)
+
     def settle(self) -> None:
         """File the latest additions in the arrays (~12 bytes a posting instead of ~100 in
         a dict): for a pause, such as between a daemon's rounds."""
-        for postings in (
-            self._by_shingle,
-            self._by_url,
-            self._by_hash,
-            self._by_url_key,
-            self._by_anchor,
-        ):
+        for postings in self._all_postings():
             postings.settle()
 
     def prune(self, before: datetime) -> int:
@@ -1704,13 +1701,7 @@ class StoryIndex:
         keep = np.flatnonzero(self._alive[:n])
         new_ids = np.full(n, -1, np.int64)
         new_ids[keep] = np.arange(len(keep))
-        for postings in (
-            self._by_shingle,
-            self._by_url,
-            self._by_hash,
-            self._by_url_key,
-            self._by_anchor,
-        ):
+        for postings in self._all_postings():
             postings.renumber(new_ids)
         lens = np.where(self._tokens[keep] >= MIN_TOKENS, self._tokens[keep], 0)
         ends = np.cumsum(lens)
