@@ -692,7 +692,7 @@ class ParserPool:
                 # spawn: the daemon has threads, and forking them is unsafe; and unlike a
                 # forkserver, nothing stays behind once the pool is shut after a round.
                 context = multiprocessing.get_context("spawn")
-                from aggregator.prepare import init_worker
+                from aggregator.parser_worker import init_worker
 
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.processes,
@@ -703,7 +703,8 @@ class ParserPool:
             return self._pool
 
     def run(self, job: PrepareJob, *, timeout: float, inline: bool = False) -> PreparedFeed:
-        from aggregator.prepare import prepare, prepare_in_worker
+        from aggregator.parser_worker import prepare_in_worker
+        from aggregator.prepare import prepare
 
         if inline or self.processes == 0:
             if self._compiled is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aggregator import normalize, parse, topics
-from aggregator.types import Item, NormalizeOptions, Source, Topic, TopicHit
+from aggregator.types import Item, NormalizeOptions, Source, TopicHit
 
 
 @dataclass(frozen=True)
@@ -92,41 +92,3 @@ def prepare(job: PrepareJob, compiled: Sequence[topics.CompiledTopic]) -> Prepar
         hits = topic_hits(compiled, source, item.title, item.summary, item.content, item.language)
         entries.append(PreparedEntry(item, hits, story_features(item).to_bytes()))
     return PreparedFeed(tuple(entries), feed.ttl_seconds, feed.warning, feed.digests, feed.skipped)
-
-
-# ----------------------------------------------------------------------------- worker side
-
-_compiled: list[topics.CompiledTopic] = []
-
-
-def init_worker(topic_defs: tuple[Topic, ...], parent_pid: int | None = None) -> None:
-    """Process-pool initializer: compile the topic rules once per worker.
-
-    With ``parent_pid``, the worker exits when that process is gone: a daemon killed with
-    SIGKILL cannot shut its pool down, and its workers must not live on.
-    """
-    _compiled[:] = [topics.compile_topic(t) for t in topic_defs]
-    if parent_pid is not None:
-        import threading
-
-        threading.Thread(
-            target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True
-        ).start()
-
-
-def _exit_with_parent(pid: int) -> None:
-    import os
-    import time
-
-    while True:
-        time.sleep(1.0)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        except PermissionError:
-            pass  # exists, owned by someone else: cannot be ours, but do not guess
-
-
-def prepare_in_worker(job: PrepareJob) -> PreparedFeed:
-    return prepare(job, _compiled)
