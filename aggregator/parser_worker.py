@@ -7,11 +7,14 @@ load the store, the fetcher and their libraries).
 
 from __future__ import annotations
 
-from aggregator import topics
-from aggregator.prepare import PreparedFeed, PrepareJob, prepare
-from aggregator.types import Topic
+from typing import TYPE_CHECKING
 
-_compiled: list[topics.CompiledTopic] = []
+from aggregator.types import PreparedFeed, PrepareJob, Topic
+
+if TYPE_CHECKING:
+    from aggregator.topics import CompiledTopic
+
+_compiled: list[CompiledTopic] = []
 
 
 def init_worker(topic_defs: tuple[Topic, ...], parent_pid: int | None = None) -> None:
@@ -20,6 +23,8 @@ def init_worker(topic_defs: tuple[Topic, ...], parent_pid: int | None = None) ->
     With ``parent_pid``, the worker exits when that process is gone: a daemon killed with
     SIGKILL cannot shut its pool down, and its workers must not live on.
     """
+    from aggregator import topics
+
     _compiled[:] = [topics.compile_topic(t) for t in topic_defs]
     if parent_pid is not None:
         import threading
@@ -44,4 +49,8 @@ def _exit_with_parent(pid: int) -> None:
 
 
 def prepare_in_worker(job: PrepareJob) -> PreparedFeed:
+    # imported here: the daemon imports this module to name these functions to its workers,
+    # and does not itself need the parser
+    from aggregator.prepare import prepare
+
     return prepare(job, _compiled)

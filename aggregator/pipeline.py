@@ -48,6 +48,8 @@ from aggregator.types import (
     IngestCounts,
     NotModified,
     PollOutcome,
+    PreparedFeed,
+    PrepareJob,
     Source,
     SourceState,
     Topic,
@@ -55,7 +57,6 @@ from aggregator.types import (
 )
 
 if TYPE_CHECKING:  # the modules themselves load on first use: a round of 304s needs neither
-    from aggregator.prepare import PreparedFeed, PrepareJob
     from aggregator.topics import CompiledTopic
 
 log = logging.getLogger(__name__)
@@ -448,7 +449,6 @@ class Poller:
             )
             return _Prepared(outcome, (), report)
         assert isinstance(response, Fetched)
-        from aggregator.prepare import PrepareJob
         from aggregator.stories import StoryFeatures
 
         job = PrepareJob(
@@ -703,15 +703,16 @@ class ParserPool:
             return self._pool
 
     def run(self, job: PrepareJob, *, timeout: float, inline: bool = False) -> PreparedFeed:
-        from aggregator.parser_worker import prepare_in_worker
-        from aggregator.prepare import prepare
-
         if inline or self.processes == 0:
+            from aggregator.prepare import prepare
+
             if self._compiled is None:
                 from aggregator.topics import compile_topic
 
                 self._compiled = [compile_topic(t) for t in self.topics]
             return prepare(job, self._compiled)
+        from aggregator.parser_worker import prepare_in_worker
+
         pool = self._get()
         future = pool.submit(prepare_in_worker, job)
         try:

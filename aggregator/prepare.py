@@ -7,40 +7,19 @@ memory stay out of the daemon; with ``processes: 0`` it runs in the polling thre
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
 
 from aggregator import normalize, parse, topics
-from aggregator.types import Item, NormalizeOptions, Source, TopicHit
+from aggregator.types import (
+    NormalizeOptions,
+    PreparedEntry,
+    PreparedFeed,
+    PrepareJob,
+    Source,
+    TopicHit,
+)
 
-
-@dataclass(frozen=True)
-class PrepareJob:
-    source: Source
-    content: bytes
-    url: str  # the URL the body came from
-    headers: Mapping[str, str]
-    fetched_at: datetime
-    tracking_params: tuple[str, ...] = ()
-    languages: tuple[str, ...] = ("en", "ru")
-    known: bytes = b""  # ParsedFeed.digests of the last body ingested
-
-
-@dataclass(frozen=True)
-class PreparedEntry:
-    item: Item
-    hits: tuple[TopicHit, ...]
-    features: bytes  # aggregator.stories.StoryFeatures.to_bytes()
-
-
-@dataclass(frozen=True)
-class PreparedFeed:
-    entries: tuple[PreparedEntry, ...]
-    ttl_seconds: int | None = None
-    warning: str | None = None
-    digests: bytes = b""  # ParsedFeed.digests: what the next body is checked against
-    skipped: int = 0  # entries known unchanged, not prepared again
+__all__ = ["PrepareJob", "PreparedEntry", "PreparedFeed", "prepare", "topic_hits"]
 
 
 def topic_hits(

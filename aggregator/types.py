@@ -345,3 +345,36 @@ class IngestCounts:
             self.updated + other.updated,
             self.unchanged + other.unchanged,
         )
+
+
+# --------------------------------------------------------------------------- prepare
+# (here, not in aggregator.prepare: the daemon sends and receives these without loading
+# the parser and its libraries, which run in the parser processes)
+
+
+@dataclass(frozen=True)
+class PrepareJob:
+    source: Source
+    content: bytes
+    url: str  # the URL the body came from
+    headers: Mapping[str, str]
+    fetched_at: datetime
+    tracking_params: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ("en", "ru")
+    known: bytes = b""  # ParsedFeed.digests of the last body ingested
+
+
+@dataclass(frozen=True)
+class PreparedEntry:
+    item: Item
+    hits: tuple[TopicHit, ...]
+    features: bytes  # aggregator.stories.StoryFeatures.to_bytes()
+
+
+@dataclass(frozen=True)
+class PreparedFeed:
+    entries: tuple[PreparedEntry, ...]
+    ttl_seconds: int | None = None
+    warning: str | None = None
+    digests: bytes = b""  # ParsedFeed.digests: what the next body is checked against
+    skipped: int = 0  # entries known unchanged, not prepared again

@@ -90,6 +90,38 @@ def test_a_closed_pool_leaves_no_process_behind() -> None:
     assert _children() - before == set()
 
 
+def test_the_daemon_side_of_the_pool_never_loads_the_parser(tmp_path: Path) -> None:
+    """The workers parse; the process sending them bodies (the daemon) keeps feedparser,
+    the sanitizer and the normalizer out of its memory, and still gets every entry."""
+    script = tmp_path / "sender.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            from datetime import datetime, UTC
+            from aggregator.pipeline import ParserPool
+            from aggregator.types import PrepareJob, Source, Topic, TopicMatch
+
+            if __name__ == "__main__":
+                pool = ParserPool(2, (Topic("t", "T", match=TopicMatch(any=("CSTO",))),))
+                body = open({str(DATA / "feeds" / "belta-en.xml")!r}, "rb").read()
+                source = Source("belta-en", "http://belta.example/rss", "BELTA", language="en")
+                job = PrepareJob(source, body, source.url, {{}}, datetime.now(UTC))
+                feed = pool.run(job, timeout=60)
+                pool.close()
+                print(len(feed.entries), feed.entries[0].item.title[:11])
+                loaded = ("feedparser", "nh3", "aggregator.parse", "aggregator.normalize")
+                print(sorted(m for m in loaded if m in sys.modules))
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["3 Secretaries", "[]"]
+
+
 def test_not_a_feed_keeps_its_details_across_processes(pool: ParserPool) -> None:
     page = b'<html><head><link rel="alternate" type="application/rss+xml" href="/rss.xml"></head></html>'
     with pytest.raises(ParseError) as raised:
