@@ -173,6 +173,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
         reports = poller.poll_states(states, progress=progress.step if progress else None)
         if progress:
             progress.done()
+        poller.save_index()  # for the next run, which then reads only the newer items
         poller.close()
     finally:
         store.close()

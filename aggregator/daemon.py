@@ -232,6 +232,7 @@ class Daemon:
                 self.server_thread.join(timeout=10)
         if finished:
             if self.poller is not None:
+                self.poller.save_index()  # the next start loads it instead of rebuilding it
                 self.poller.close()
             self.store.close()
         log.info("stopped")
@@ -369,12 +370,13 @@ class Daemon:
             return
         with self._polling:
             now = self.clock()
-            pruned = self.poller.index.prune(now - STORY_WINDOW)
             try:
+                # (first: a new daemon's first refresh may load the index the last one saved)
                 added = self.poller.refresh_index(now)
             except StoreError as e:
                 log.warning("story index refresh failed: %s", e)
                 added = 0
+            pruned = self.poller.index.prune(now - STORY_WINDOW)
         log.debug(
             "story index: %d pruned, %d added, %d kept", pruned, added, len(self.poller.index)
         )

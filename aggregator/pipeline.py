@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 GONE_PAUSE = timedelta(days=3650)  # a 410 source is disabled; this only keeps next_poll sane
 STORY_WINDOW = timedelta(hours=72)
 PROCESS_POOL_MIN_SOURCES = 8  # smaller rounds parse in their polling threads
+INDEX_SNAPSHOT_FORMAT = 1  # of Poller.save_index's file: a change makes the old ones unused
 RULES_SETTING = "topic_rules"  # fingerprint of the rules the stored membership follows
 
 
@@ -130,6 +131,7 @@ class Poller:
         self._last_item_id = 0
         self._index_lock = threading.RLock()
         self._round_refreshed = False
+        self._index_changes = 0  # entries added since the index was loaded or saved
         self._outcomes = _OutcomeWriter(store, self.owner)
         self.listeners: list[Callable[[PollReport], None]] = []
         self.stopping = False  # set on shutdown: sources not yet started are left for later
@@ -172,6 +174,8 @@ class Poller:
         """Add items stored since the last refresh (by any worker) to the story index."""
         now = now or self.clock()
         with self._index_lock:
+            if self._index is None:
+                self._load_index_snapshot()
             last = self._last_item_id
             item_ids: list[int] = []
             own = set(self._indexed)
@@ -192,7 +196,95 @@ class Poller:
             added = [i for i, ok in zip(item_ids, readable, strict=True) if ok]
             self._last_item_id = last
             self._indexed = array("q", (i for i in own if i > last))
+            self._index_changes += len(added)
         return len(added)
+
+    def _load_index_snapshot(self) -> None:
+        """Start from the index the last process saved (:meth:`save_index`), if it is this
+        store's and readable; the refresh then reads only the items stored since. Anything
+        else is logged and the index is built from the store as without one."""
+        path = self.store.index_snapshot_path()
+        if path is None or not path.exists():
+            return
+        import zipfile
+
+        import numpy as np
+
+        from aggregator.stories import StoryIndex
+
+        try:
+            with open(path, "rb") as file, np.load(file, allow_pickle=False) as data:
+                meta = json.loads(data["meta"].tobytes())
+                expected = {"format": INDEX_SNAPSHOT_FORMAT, "window": STORY_WINDOW.total_seconds()}
+                if {k: meta.get(k) for k in expected} != expected:
+                    log.info("story index snapshot %s is of another version: not used", path)
+                    return
+                last = int(meta["last_item_id"])
+                item = self.store.item_key(last) if last else None
+                if meta["store"] != self.store.store_id() or (
+                    last and list(item or ()) != meta["item"]
+                ):
+                    log.info("story index snapshot %s is not of this store: not used", path)
+                    return
+                index = StoryIndex(window=STORY_WINDOW)
+                index.restore(data)
+                own = data["own"]
+                if own.dtype != np.int64 or own.ndim != 1:
+                    raise ValueError("own item ids are not int64")
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+            log.warning("story index snapshot %s unreadable, building the index anew: %s", path, e)
+            return
+        self._index = index
+        self._last_item_id = last
+        self._indexed = array("q", own.tolist())
+        self._index_changes = 0
+        log.debug("story index: %d entries from %s, up to item %d", len(index), path, last)
+
+    def save_index(self, *, min_changes: int = 1000) -> bool:
+        """Leave the story index beside the store for the next process (see
+        :meth:`_load_index_snapshot`): a process polling once then loads it instead of
+        reading the features of every item of the last days. Written when this process
+        added at least ``min_changes`` entries (or a twentieth of it) since the index was
+        loaded or saved; True when written."""
+        path = self.store.index_snapshot_path()
+        if path is None or self._index is None:
+            return False
+        import numpy as np
+
+        with self._index_lock:
+            index = self._index
+            if self._index_changes < max(min_changes, len(index) // 20):
+                return False
+            index.prune(self.clock() - STORY_WINDOW)  # what a fresh load would leave out
+            last = self._last_item_id
+            try:
+                item = self.store.item_key(last) if last else None
+                meta = {
+                    "format": INDEX_SNAPSHOT_FORMAT,
+                    "window": STORY_WINDOW.total_seconds(),
+                    "store": self.store.store_id(),
+                    "last_item_id": last,
+                    "item": list(item or ()),
+                }
+            except StoreError as e:
+                log.warning("story index not saved: %s", e)
+                return False
+            arrays = index.snapshot()
+            arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+            arrays["own"] = np.array(self._indexed, np.int64)
+            # a new file, then renamed over the old one: a reader never sees half of one
+            partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+            try:
+                with open(partial, "wb") as f:
+                    np.savez(f, **arrays)
+                os.replace(partial, path)
+            except OSError as e:
+                log.warning("story index not saved to %s: %s", path, e)
+                partial.unlink(missing_ok=True)
+                return False
+            self._index_changes = 0
+        log.debug("story index: %d entries saved to %s", len(index), path)
+        return True
 
     # ------------------------------------------------------------------ polling
 
@@ -381,6 +473,7 @@ class Poller:
         # The store added each new item to the index as it inserted it (see _Finder.add).
         with self._index_lock:
             self._indexed.extend(item_id for item_id, _uid, _f in added)
+            self._index_changes += len(added)
 
     def _locked_index(self) -> Any:
         poller = self

@@ -1047,6 +1047,26 @@ class _Postings:
         if self._pending:
             self._flush()
 
+    def levels(self) -> list[tuple[Any, Any]]:
+        """The settled (keys, ids) arrays, for :meth:`StoryIndex.snapshot`."""
+        self.settle()
+        return list(self._levels)
+
+    def restore(self, levels: Sequence[tuple[Any, Any]], size: int) -> None:
+        """Take arrays from :meth:`levels`; ValueError unless each is key-sorted, of this
+        key type, with ids of entries below ``size``."""
+        if len(levels) != 2:
+            raise ValueError("a posting has two levels")
+        for keys, ids in levels:
+            if keys.dtype != self._dtype or ids.dtype != np.int32 or keys.shape != ids.shape:
+                raise ValueError("a posting level has the wrong types or lengths")
+            if keys.ndim != 1 or np.any(keys[1:] < keys[:-1]):
+                raise ValueError("a posting level is not sorted")
+            if len(ids) and (ids.min() < 0 or ids.max() >= size):
+                raise ValueError("a posting names an entry that is not there")
+        self._levels = [(keys, ids) for keys, ids in levels]
+        self._pending, self._pending_more = {}, {}
+
     def _flush(self) -> None:
         keys = list(self._pending)
         ids = list(self._pending.values())
@@ -1688,6 +1708,89 @@ class StoryIndex:
                 self._renumber()
         return count
 
+    # ------------------------------------------------------------------ snapshot
+
+    _COLUMNS = (
+        ("published", "_published", np.int64),
+        ("language", "_language", np.int16),
+        ("tokens", "_tokens", np.int32),
+        ("alive", "_alive", np.bool_),
+        ("shingle_at", "_shingle_at", np.int64),
+    )
+    _POSTINGS = ("shingle", "url", "hash", "url_key", "anchor")
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole index as named numpy arrays (see :meth:`restore`), for a process that
+        starts later to load instead of rebuilding it from every stored item's features."""
+        self.settle()
+        n = self._size
+        arrays: dict[str, Any] = {name: getattr(self, attr)[:n] for name, attr, _ in self._COLUMNS}
+        arrays["pool"] = self._pool[: self._pool_size]
+        for name, postings in zip(self._POSTINGS, self._all_postings(), strict=True):
+            for level, (keys, ids) in enumerate(postings.levels()):
+                arrays[f"{name}_keys_{level}"] = keys
+                arrays[f"{name}_ids_{level}"] = ids
+        languages = sorted(self._languages, key=self._languages.__getitem__)
+        for name, texts in (
+            ("story", self._story),
+            ("anchors", self._anchors),
+            ("languages", languages),
+        ):
+            arrays[name] = _pack(texts)
+        arrays["live"] = np.array([self._live], np.int64)
+        return arrays
+
+    def restore(self, arrays: Any) -> None:
+        """Become the index :meth:`snapshot` saw; ValueError (and nothing changes) when the
+        arrays are not such a snapshot."""
+        try:
+            columns = {attr: arrays[name] for name, attr, _ in self._COLUMNS}
+            pool = arrays["pool"]
+            levels = [
+                [(arrays[f"{name}_keys_{i}"], arrays[f"{name}_ids_{i}"]) for i in range(2)]
+                for name in self._POSTINGS
+            ]
+            story, anchors, languages = (
+                _unpack(arrays[name]) for name in ("story", "anchors", "languages")
+            )
+            live = int(arrays["live"][0])
+        except (KeyError, IndexError) as e:
+            raise ValueError(f"not a story index snapshot: {e!r}") from e
+        n = len(story)
+        for name, attr, dtype in self._COLUMNS:
+            if columns[attr].dtype != dtype or columns[attr].shape != (n,):
+                raise ValueError(f"snapshot column {name} has the wrong type or length")
+        if pool.dtype != np.uint32 or pool.ndim != 1 or len(anchors) != n:
+            raise ValueError("snapshot shingles or anchors do not fit its entries")
+        if not languages or languages[0] != "" or len(set(languages)) != len(languages):
+            raise ValueError("snapshot languages are not an index's")
+        language, tokens, at = columns["_language"], columns["_tokens"], columns["_shingle_at"]
+        if n and (language.min() < 0 or language.max() >= len(languages)):
+            raise ValueError("snapshot names a language it does not list")
+        long = tokens >= MIN_TOKENS
+        if np.any(at[long] < 0) or np.any(at[long] + tokens[long] > len(pool)):
+            raise ValueError("snapshot shingles run past its pool")
+        if live != int(columns["_alive"].sum()):
+            raise ValueError("snapshot count of live entries is wrong")
+        fresh = [_Postings(p._dtype, p._pending_limit) for p in self._all_postings()]
+        for postings, posting_levels in zip(fresh, levels, strict=True):
+            postings.restore(posting_levels, n)
+        # all checked: take it
+        self._by_shingle, self._by_url, self._by_hash, self._by_url_key, self._by_anchor = fresh
+        capacity = max(1024, 2 * n)
+        for _name, attr, dtype in self._COLUMNS:
+            column = np.zeros(capacity, dtype)
+            column[:n] = columns[attr]
+            setattr(self, attr, column)
+        self._pool = np.array(pool)
+        self._pool_size = len(pool)
+        self._size, self._live = n, live
+        shared: dict[str, str] = {}  # one string per story, as add_many keeps them
+        self._story = [shared.setdefault(k, k) for k in story]
+        self._anchors = anchors
+        self._languages = {lang: i for i, lang in enumerate(languages)}
+        self._last = None
+
     def _grow(self, capacity: int) -> None:
         for name in ("_published", "_language", "_tokens", "_alive", "_shingle_at"):
             old = getattr(self, name)
@@ -1725,6 +1828,39 @@ class StoryIndex:
         self._story = [self._story[i] for i in keep.tolist()]
         self._anchors = [self._anchors[i] for i in keep.tolist()]
         self._last = None
+
+
+def _pack(texts: Sequence[str]) -> Any:
+    """Strings as one uint8 array: each one's UTF-8 length (8 bytes), then the bytes."""
+    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+    lengths = np.array([len(b) for b in encoded], "<u8").tobytes()
+    return np.frombuffer(struct.pack("<Q", len(encoded)) + lengths + b"".join(encoded), np.uint8)
+
+
+def _unpack(packed: Any) -> list[str]:
+    """The strings :func:`_pack` packed; ValueError for anything else."""
+    if packed.dtype != np.uint8 or packed.ndim != 1:
+        raise ValueError("packed strings are not bytes")
+    data = packed.tobytes()
+    if len(data) < 8:
+        raise ValueError("packed strings are cut short")
+    (count,) = struct.unpack_from("<Q", data)
+    start = 8 + 8 * count
+    if start > len(data):
+        raise ValueError("packed strings are cut short")
+    lengths = np.frombuffer(data, "<u8", count, 8)
+    if count and int(lengths.max()) > len(data):
+        raise ValueError("packed strings do not add up")
+    ends = (start + np.cumsum(lengths, dtype=np.uint64)).tolist()
+    if (ends[-1] if ends else start) != len(data):
+        raise ValueError("packed strings do not add up")
+    starts = [start, *ends[:-1]]
+    try:
+        return [
+            data[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends, strict=True)
+        ]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"packed strings are not UTF-8: {e}") from e
 
 
 def _us(delta: timedelta) -> int:

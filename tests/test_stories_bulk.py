@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import struct
@@ -10,6 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 from test_stories import corpus, items  # noqa: F401 (fixtures)
 
@@ -169,6 +171,113 @@ def test_a_restart_midway_through_the_corpus_clusters_it_the_same(
     assert labels == stories.cluster(items)
 
 
+# --------------------------------------------------------------------------- snapshots
+
+
+def _through_a_file(arrays: dict[str, Any]) -> Any:
+    """The arrays as a process saving them and another loading them sees them."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    buffer.seek(0)
+    return np.load(buffer, allow_pickle=False)
+
+
+def _lived(rows: list[Row]) -> StoryIndex:
+    """An index with a history: loaded, added to, pruned (renumbered), merged."""
+    half = len(rows) // 2
+    index = StoryIndex()
+    index.add_many(rows[:half])
+    for key, blob in rows[half:]:
+        index.add(key, StoryFeatures.from_bytes(blob))
+    cutoff = StoryFeatures.from_bytes(rows[half][1]).published - timedelta(hours=40)
+    assert index.prune(cutoff) > 0
+    index.merge(rows[-1][0], rows[0][0])
+    return index
+
+
+def test_a_snapshot_restores_the_index_that_took_it(rows: list[Row]) -> None:
+    original = _lived(rows)
+    restored = StoryIndex()
+    restored.restore(_through_a_file(original.snapshot()))
+    queries = list(_queries(rows))
+    assert len(restored) == len(original)
+    assert _answers(restored, queries) == _answers(original, queries)
+    # and it lives on the same: more adds (a new language too), a prune, a merge
+    extra = [
+        (f"late{k}", replace(StoryFeatures.from_bytes(blob), url=f"https://late.example/{k}"))
+        for k, (_, blob) in enumerate(rows[:300])
+    ]
+    extra.append(("kk", replace(extra[0][1], language="kk", url="https://kk.example/")))
+    for index in (original, restored):
+        for key, f in extra:
+            index.add(key, f)
+        index.prune(StoryFeatures.from_bytes(rows[len(rows) // 2][1]).published)
+        index.merge("late1", "late2")
+    assert len(restored) == len(original)
+    queries += [f for _, f in extra]
+    assert _answers(restored, queries) == _answers(original, queries)
+
+
+def _broken(arrays: dict[str, Any], how: str) -> dict[str, Any]:
+    broken = dict(arrays)
+    if how == "a posting missing":
+        del broken["anchor_ids_0"]
+    elif how == "shingles cut short":
+        broken["pool"] = arrays["pool"][:-10]
+    elif how == "a posting unsorted":
+        broken["shingle_keys_0"] = arrays["shingle_keys_0"][::-1].copy()
+    elif how == "a posting past the entries":
+        ids = arrays["url_ids_0"].copy()
+        ids[0] = len(arrays["published"])
+        broken["url_ids_0"] = ids
+    elif how == "an unknown language":
+        language = arrays["language"].copy()
+        language[0] = 999
+        broken["language"] = language
+    elif how == "story keys cut short":
+        broken["story"] = arrays["story"][:-3]
+    elif how == "one story key too few":
+        broken["story"] = stories._pack(stories._unpack(arrays["story"])[:-1])
+    elif how == "a column of another type":
+        broken["tokens"] = arrays["tokens"].astype(np.int64)
+    elif how == "a wrong count of live entries":
+        broken["live"] = arrays["live"] + 1
+    elif how == "strings not UTF-8":
+        packed = arrays["languages"].copy()
+        packed[-1] = 0xFF
+        broken["languages"] = packed
+    return broken
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "a posting missing",
+        "shingles cut short",
+        "a posting unsorted",
+        "a posting past the entries",
+        "an unknown language",
+        "story keys cut short",
+        "one story key too few",
+        "a column of another type",
+        "a wrong count of live entries",
+        "strings not UTF-8",
+    ],
+)
+def test_a_broken_snapshot_is_refused_and_the_index_left_as_it_was(
+    rows: list[Row], how: str
+) -> None:
+    arrays = _lived(rows).snapshot()
+    index = StoryIndex()
+    index.add_many(rows[:200])
+    queries = list(_queries(rows[:300]))
+    before = _answers(index, queries)
+    with pytest.raises(ValueError):
+        index.restore(_through_a_file(_broken(arrays, how)))
+    assert len(index) == 200
+    assert _answers(index, queries) == before
+
+
 # --------------------------------------------------------------------------- unreadable rows
 
 
@@ -250,6 +359,9 @@ class _Store:
         self.items: list[tuple[int, str, bytes]] = []
         self.asked: list[int] = []
         self.fail_after: int | None = None
+
+    def index_snapshot_path(self) -> None:
+        return None  # as for a store of no file: the index comes from the rows alone
 
     def features_since(
         self, after_item_id: int, published_after: datetime

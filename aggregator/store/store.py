@@ -101,6 +101,7 @@ URL_KEY_CHARS = 590  # story_keys.key is VARCHAR(600): "url:" + this many charac
 # SQLSTATEs of a transaction PostgreSQL aborted because of another one; running it again works.
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+STORE_ID_SETTING = "store_id"
 
 
 class StoryMatchLike(Protocol):
@@ -1148,8 +1149,40 @@ class Store:
             .order_by(ic.id)
         )
         with self._read() as conn:
-            for row in conn.execute(query):
-                yield int(row.id), str(row.uid), bytes(row.features)
+            # fetched a few thousand rows at a time: a fresh process reads the whole window
+            result = conn.execution_options(yield_per=4096).execute(query)
+            for rows in result.partitions():
+                for item_id, uid, blob in rows:
+                    yield item_id, uid, blob if type(blob) is bytes else bytes(blob)
+
+    def index_snapshot_path(self) -> Path | None:
+        """Where a process leaves the story index for the next one to load: beside a SQLite
+        file. (PostgreSQL serves long-running workers, which keep theirs in memory.)"""
+        path = _sqlite_path(self.url)
+        return None if path is None else path.with_name(path.name + "-index.npz")
+
+    def item_key(self, item_id: int) -> tuple[str, str] | None:
+        """(source id, GUID) of a stored item: to tell that a store is the one a snapshot
+        of the story index was taken from, and not restored or replaced since."""
+        ic = t.items.c
+        with self._read() as conn:
+            row = conn.execute(select(ic.source_id, ic.guid).where(ic.id == item_id)).first()
+        return None if row is None else (str(row.source_id), str(row.guid))
+
+    def store_id(self) -> str:
+        """A random id of this store, made on first use (a new store gets a new one)."""
+        found = self.get_setting(STORE_ID_SETTING)
+        if found is None:
+            with self._writing("naming the store") as conn:
+                self._insert_ignore(
+                    conn,
+                    t.settings,
+                    {"key": STORE_ID_SETTING, "value": str(uuid.uuid4())},
+                    ["key"],
+                )
+            found = self.get_setting(STORE_ID_SETTING)
+        assert found is not None
+        return found
 
     # ------------------------------------------------------------------ settings
 
