@@ -7,6 +7,7 @@ runtime error; 2 invalid configuration or usage.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -153,6 +154,10 @@ def cmd_poll(args: argparse.Namespace) -> int:
     from aggregator.pipeline import Poller, summarize
 
     store = open_store(config)
+    # What exists now (modules, the config, the store) lives as long as the process: out of
+    # the collector's sight, the round's full collections and the one at exit skip it
+    # (~0.2 s of a round of 1,000 sources).
+    gc.freeze()
     try:
         now = datetime.now(UTC)
         store.sync_sources(config.sources, now)

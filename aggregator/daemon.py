@@ -22,6 +22,7 @@ problems are logged and shown on /status; if valid, sources and topics are swapp
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -156,6 +157,9 @@ class Daemon:
         except BaseException:
             self.shutdown()
             raise
+        # Modules, config, store and index live as long as the service: full collections
+        # need not walk them again every time.
+        gc.freeze()
         sd_notify("READY=1\nSTATUS=running")
         log.info(
             "aggregator running role=%s sources=%d topics=%d",
