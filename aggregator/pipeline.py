@@ -167,8 +167,15 @@ class Poller:
         if self._index is None:
             from aggregator.stories import StoryIndex  # imports datasketch: only when ingesting
 
-            self._index = StoryIndex(window=STORY_WINDOW)
+            self._index = StoryIndex(window=STORY_WINDOW, secret=self._index_secret())
         return self._index
+
+    def _index_secret(self) -> bytes | None:
+        """The index's secret for its keys where it is saved (see :meth:`save_index`): the
+        store's random id, so that every process on this store makes the same keys."""
+        if self.store.index_snapshot_path() is None:
+            return None  # a random one: the index lives and dies with this process
+        return self.store.store_id().encode()
 
     def refresh_index(self, now: datetime | None = None) -> int:
         """Add items stored since the last refresh (by any worker) to the story index."""
@@ -226,7 +233,7 @@ class Poller:
                 ):
                     log.info("story index snapshot %s is not of this store: not used", path)
                     return
-                index = StoryIndex(window=STORY_WINDOW)
+                index = StoryIndex(window=STORY_WINDOW, secret=self._index_secret())
                 index.restore(data)
                 own = data["own"]
                 if own.dtype != np.int64 or own.ndim != 1:
@@ -255,9 +262,11 @@ class Poller:
             index = self._index
             if self._index_changes < max(min_changes, len(index) // 20):
                 return False
-            index.prune(self.clock() - STORY_WINDOW)  # what a fresh load would leave out
-            last = self._last_item_id
             try:
+                # Up to date to the newest stored item: the loading process then reads only
+                # what is stored after it (not past every item this one stored itself).
+                self.refresh_index()
+                last = self._last_item_id
                 item = self.store.item_key(last) if last else None
                 meta = {
                     "format": INDEX_SNAPSHOT_FORMAT,
@@ -269,6 +278,7 @@ class Poller:
             except StoreError as e:
                 log.warning("story index not saved: %s", e)
                 return False
+            index.prune(self.clock() - STORY_WINDOW)  # what a fresh load would leave out
             arrays = index.snapshot()
             arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
             arrays["own"] = np.array(self._indexed, np.int64)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 import struct
 import unicodedata
@@ -957,8 +958,19 @@ def _unfiled_pair_weight(name: str) -> float:
 # --------------------------------------------------------------------------- index
 
 
-# A 64-bit key for a string in the index (Python's hash: the index lives in one process)
-_key: Callable[[str], int] = hash
+class _Keys:
+    """The 64-bit keys the postings file strings (URLs, content hashes, anchors) under: a
+    keyed BLAKE2b, so the keys are the same in every process given the same secret (a
+    snapshot of the index is loaded by another process; Python's ``hash`` differs from one
+    process to the next) and a feed cannot make two strings share one without knowing it."""
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        self._base = hashlib.blake2b(digest_size=8, key=secret or os.urandom(16))
+
+    def __call__(self, text: str) -> int:
+        h = self._base.copy()
+        h.update(text.encode("utf-8", "surrogatepass"))
+        return int.from_bytes(h.digest(), "little", signed=True)
 
 
 class _Postings:
@@ -1164,8 +1176,9 @@ class _Load:
     JSON payloads checked by column.
     """
 
-    def __init__(self, first: int, languages: dict[str, int]) -> None:
+    def __init__(self, first: int, languages: dict[str, int], key: _Keys) -> None:
         self.first = first  # entry number of the first row
+        self._key = key
         self.size = 0
         self.languages = languages
         self.story: list[str] = []
@@ -1245,7 +1258,7 @@ class _Load:
             present = np.fromiter(map(bool, texts), bool, m)
             if present.any():
                 self._file(
-                    name, np.fromiter(map(_key, texts), np.int64, m)[present], entries[present]
+                    name, np.fromiter(map(self._key, texts), np.int64, m)[present], entries[present]
                 )
 
         self.anchors.extend(map("\n".join, anchors))
@@ -1254,7 +1267,7 @@ class _Load:
         for anchor in set(every).difference(codes):
             codes[anchor] = len(self._anchor_keys)
             key = _filed_under(anchor)
-            self._anchor_keys.append(0 if key is None else _key(key))
+            self._anchor_keys.append(0 if key is None else self._key(key))
             self._anchor_filed.append(key is not None)
         at = np.fromiter(map(codes.__getitem__, every), np.int64, len(every))
         filed = np.array(self._anchor_filed, bool)[at]
@@ -1336,7 +1349,10 @@ class StoryIndex:
         max_posting: int = 2000,
         max_shingle_posting: int = 100,
         max_shingle_candidates: int = 48,
+        secret: bytes | None = None,
     ) -> None:
+        # (of the postings' keys: the same in the processes that share a snapshot)
+        self._key = _Keys(secret)
         self.window = window
         self.threshold = threshold
         self.assisted_threshold = assisted_threshold
@@ -1426,7 +1442,7 @@ class StoryIndex:
         return moved
 
     def _latest(self, postings: _Postings, s: str) -> int | None:
-        ids, _, _ = postings.lookup([_key(s)])
+        ids, _, _ = postings.lookup([self._key(s)])
         ids = ids[self._alive[ids]]
         return int(ids.max()) if len(ids) else None
 
@@ -1442,8 +1458,8 @@ class StoryIndex:
             shingles=np.frombuffer(f.shingles, dtype="<u4"),
             added=np.array([added[k] for k in keys]),
             finds=np.array([k in finding for k in keys], dtype=bool),
-            anchor_keys=[_key(k) for k in keys],
-            filed_under=[_key(k) for k in finding],
+            anchor_keys=[self._key(k) for k in keys],
+            filed_under=[self._key(k) for k in finding],
             base=base,
         )
         self._last = q
@@ -1499,7 +1515,7 @@ class StoryIndex:
         if cross_ok:
             paired = np.empty(0, np.int64)
             if f.url_key:
-                paired, _, _ = self._by_url_key.lookup([_key(f.url_key)])
+                paired, _, _ = self._by_url_key.lookup([self._key(f.url_key)])
                 paired = paired[
                     self._alive[paired]
                     & (self._language[paired] != lang)
@@ -1601,7 +1617,7 @@ class StoryIndex:
         once instead of growing row by row: for rebuilding the index from the store. Nothing
         is added when ``rows`` raises.
         """
-        load = _Load(self._size, dict(self._languages))
+        load = _Load(self._size, dict(self._languages), self._key)
         added: list[bool] = []
         it = iter(rows)
         while chunk := list(islice(it, _LOAD_CHUNK)):
@@ -1675,13 +1691,13 @@ class StoryIndex:
             self._pool_size += f.tokens
             self._by_shingle.add(q.shingles.tolist(), i)
         if f.url:
-            self._by_url.add([_key(f.url)], i)
+            self._by_url.add([self._key(f.url)], i)
         if f.content_hash:
-            self._by_hash.add([_key(f.content_hash)], i)
+            self._by_hash.add([self._key(f.content_hash)], i)
         if q.filed_under:
             self._by_anchor.add(q.filed_under, i)
         if f.url_key:
-            self._by_url_key.add([_key(f.url_key)], i)
+            self._by_url_key.add([self._key(f.url_key)], i)
         self._story.append(story_key)  # a new story's key, or the one of the story it joins
         self._anchors.append("\n".join(f.anchors))
 
@@ -1738,6 +1754,7 @@ class StoryIndex:
         ):
             arrays[name] = _pack(texts)
         arrays["live"] = np.array([self._live], np.int64)
+        arrays["probe"] = np.array([self._key(_PROBE)], np.int64)
         return arrays
 
     def restore(self, arrays: Any) -> None:
@@ -1754,8 +1771,11 @@ class StoryIndex:
                 _unpack(arrays[name]) for name in ("story", "anchors", "languages")
             )
             live = int(arrays["live"][0])
+            probe = int(arrays["probe"][0])
         except (KeyError, IndexError) as e:
             raise ValueError(f"not a story index snapshot: {e!r}") from e
+        if probe != self._key(_PROBE):
+            raise ValueError("snapshot keys were made with another secret")
         n = len(story)
         for name, attr, dtype in self._COLUMNS:
             if columns[attr].dtype != dtype or columns[attr].shape != (n,):
@@ -1828,6 +1848,9 @@ class StoryIndex:
         self._story = [self._story[i] for i in keep.tolist()]
         self._anchors = [self._anchors[i] for i in keep.tolist()]
         self._last = None
+
+
+_PROBE = "a string whose key tells a snapshot made with the same secret"
 
 
 def _pack(texts: Sequence[str]) -> Any:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pickle
 import random
 import struct
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -174,6 +180,9 @@ def test_a_restart_midway_through_the_corpus_clusters_it_the_same(
 # --------------------------------------------------------------------------- snapshots
 
 
+SECRET = b"the store's id"  # the index saved and the one loading it share it
+
+
 def _through_a_file(arrays: dict[str, Any]) -> Any:
     """The arrays as a process saving them and another loading them sees them."""
     buffer = io.BytesIO()
@@ -185,7 +194,7 @@ def _through_a_file(arrays: dict[str, Any]) -> Any:
 def _lived(rows: list[Row]) -> StoryIndex:
     """An index with a history: loaded, added to, pruned (renumbered), merged."""
     half = len(rows) // 2
-    index = StoryIndex()
+    index = StoryIndex(secret=SECRET)
     index.add_many(rows[:half])
     for key, blob in rows[half:]:
         index.add(key, StoryFeatures.from_bytes(blob))
@@ -197,7 +206,7 @@ def _lived(rows: list[Row]) -> StoryIndex:
 
 def test_a_snapshot_restores_the_index_that_took_it(rows: list[Row]) -> None:
     original = _lived(rows)
-    restored = StoryIndex()
+    restored = StoryIndex(secret=SECRET)
     restored.restore(_through_a_file(original.snapshot()))
     queries = list(_queries(rows))
     assert len(restored) == len(original)
@@ -216,6 +225,41 @@ def test_a_snapshot_restores_the_index_that_took_it(rows: list[Row]) -> None:
     assert len(restored) == len(original)
     queries += [f for _, f in extra]
     assert _answers(restored, queries) == _answers(original, queries)
+
+
+def test_a_snapshot_from_another_process_answers_the_same(rows: list[Row], tmp_path: Path) -> None:
+    """Saved by one process, loaded by another: the string keys of the postings must be the
+    same in both (Python's own string hash is not). With another secret it is refused."""
+    (tmp_path / "rows.pickle").write_bytes(pickle.dumps(rows))
+    program = textwrap.dedent(
+        f"""
+        import pickle
+        import numpy as np
+        from aggregator.stories import StoryIndex
+
+        rows = pickle.loads(open({str(tmp_path / "rows.pickle")!r}, "rb").read())
+        index = StoryIndex(secret=b"store one")
+        index.add_many(rows)
+        with open({str(tmp_path / "index.npz")!r}, "wb") as f:
+            np.savez(f, **index.snapshot())
+        """
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "1"}  # whatever this process's is: not it
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    here = StoryIndex(secret=b"store one")
+    here.add_many(rows)
+    queries = list(_queries(rows))
+    expected = _answers(here, queries)
+    assert {m.reason for matches in expected for m in matches} == {"url", "hash", "near", "cross"}
+    with np.load(tmp_path / "index.npz", allow_pickle=False) as saved:
+        loaded = StoryIndex(secret=b"store one")
+        loaded.restore(saved)
+        assert _answers(loaded, queries) == expected
+        with pytest.raises(ValueError, match="another secret"):
+            StoryIndex(secret=b"store two").restore(saved)
 
 
 def _broken(arrays: dict[str, Any], how: str) -> dict[str, Any]:
@@ -268,12 +312,16 @@ def test_a_broken_snapshot_is_refused_and_the_index_left_as_it_was(
     rows: list[Row], how: str
 ) -> None:
     arrays = _lived(rows).snapshot()
-    index = StoryIndex()
+    index = StoryIndex(secret=SECRET)
     index.add_many(rows[:200])
     queries = list(_queries(rows[:300]))
     before = _answers(index, queries)
-    with pytest.raises(ValueError):
+    index.restore(_through_a_file(arrays))  # whole, it would do
+    index = StoryIndex(secret=SECRET)
+    index.add_many(rows[:200])
+    with pytest.raises(ValueError) as refused:
         index.restore(_through_a_file(_broken(arrays, how)))
+    assert "secret" not in str(refused.value)
     assert len(index) == 200
     assert _answers(index, queries) == before
 
