@@ -158,7 +158,9 @@ class Daemon:
             self.shutdown()
             raise
         # Modules, config, store and index live as long as the service: full collections
-        # need not walk them again every time.
+        # need not walk them again every time. (Garbage made so far is collected first:
+        # frozen, it would stay.)
+        gc.collect()
         gc.freeze()
         sd_notify("READY=1\nSTATUS=running")
         log.info(
@@ -331,6 +333,7 @@ class Daemon:
             if due:
                 reports = self.poller.poll_states(due, refill=self.poller.refill_due(now))
                 self.state.refresh_versions()
+                self.store.release_idle()
                 _trim_heap()
                 failed = sum(1 for r in reports if r.failed)
                 sd_notify(

@@ -165,7 +165,7 @@ class Poller:
     @property
     def index(self) -> Any:
         if self._index is None:
-            from aggregator.stories import StoryIndex  # imports datasketch: only when ingesting
+            from aggregator.stories import StoryIndex  # imports numpy: only when ingesting
 
             self._index = StoryIndex(window=STORY_WINDOW, secret=self._index_secret())
         return self._index

@@ -370,6 +370,12 @@ class Store:
         if self._read_engine is not self._engine:
             self._read_engine.dispose()
 
+    def release_idle(self) -> None:
+        """Close the connection the writer keeps (and its page cache, up to 2 MB): for a
+        daemon between rounds. The next write opens one again."""
+        if self.is_sqlite and ":memory:" not in self.url:
+            self._engine.dispose()
+
     def ping(self) -> None:
         """Raise StoreError unless the database answers and has our schema."""
         try:
@@ -847,13 +853,17 @@ class Store:
         added: list[tuple[int, str, Any]],
     ) -> None:
         if batch.new_stories:
+            # Rows are matched to what was inserted by their unique uid (or GUID, below),
+            # not by order: then the rows go in one multi-row INSERT, not one each.
             placeholders = sorted(batch.new_stories)
+            sc = t.stories.c
             rows = conn.execute(
-                insert(t.stories).returning(t.stories.c.id, sort_by_parameter_order=True),
+                insert(t.stories).returning(sc.id, sc.uid),
                 [batch.new_stories[p] for p in placeholders],
             ).all()
+            story_ids = {str(row.uid): int(row.id) for row in rows}
             batch.remap(
-                {p: int(row.id) for p, row in zip(placeholders, rows, strict=True)},
+                {p: story_ids[batch.new_stories[p]["uid"]] for p in placeholders},
                 inserted=True,
             )
             batch.new_stories = {}
@@ -873,17 +883,19 @@ class Store:
         if batch.planned:
             ic = t.items.c
             rows = conn.execute(
-                insert(t.items).returning(ic.id, sort_by_parameter_order=True),
+                insert(t.items).returning(ic.id, ic.guid),
                 [_item_row(entry, guid, sid, now) for entry, guid, sid in batch.planned],
             ).all()
+            item_ids = {str(row.guid): int(row.id) for row in rows}  # one source's GUIDs
             single = []
-            for (entry, _guid, story_id), row in zip(batch.planned, rows, strict=True):
+            for entry, guid, story_id in batch.planned:
+                item_id = item_ids[guid]
                 added.append(
-                    (int(row.id), self._batch_uid(conn, batch, story_id), entry.story_features)
+                    (item_id, self._batch_uid(conn, batch, story_id), entry.story_features)
                 )
                 if story_id not in batch.choose and batch.copies.get(story_id) == 1:
                     # a new story's only copy is its representative
-                    single.append({"b_story": story_id, "b_item": int(row.id)})
+                    single.append({"b_story": story_id, "b_item": item_id})
             if single:
                 sc = t.stories.c
                 conn.execute(
