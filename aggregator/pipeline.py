@@ -33,7 +33,7 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aggregator import fetch as fetch_stage
@@ -60,7 +60,6 @@ if TYPE_CHECKING:  # the modules themselves load on first use: a round of 304s n
     from aggregator.topics import CompiledTopic
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 GONE_PAUSE = timedelta(days=3650)  # a 410 source is disabled; this only keeps next_poll sane
 STORY_WINDOW = timedelta(hours=72)
@@ -102,15 +101,6 @@ class _Prepared:
     entries: tuple[IngestEntry, ...]
     report: PollReport
     skipped: int = 0  # entries the body lists as they were at the last ingest
-
-
-@dataclass(frozen=True)
-class _Body:
-    """A fetched body, to parse."""
-
-    response: Fetched
-    started: float  # time.monotonic() at the start of the fetch
-    fetched_at: datetime
 
 
 class Poller:
@@ -383,45 +373,35 @@ class Poller:
         in_processes = len(states) >= PROCESS_POOL_MIN_SOURCES
         heartbeat = _LeaseHeartbeat(self, set())
         heartbeat.start()
-        handoff = _Handoff(workers) if in_processes else None
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poll") as pool:
-                in_flight: dict[Future[Any], str] = {}  # polls not reported yet
-                fetching: set[Future[Any]] = set()  # those a polling thread still has
+                in_flight: dict[Future[PollReport | _Pending], str] = {}
                 # completions arrive here one by one (wait() on the whole set each time
                 # costs a lock per future per call)
-                finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
+                finished: queue.SimpleQueue[Future[PollReport | _Pending]] = queue.SimpleQueue()
 
                 def submit(batch: Sequence[SourceState]) -> None:
                     for state in _interleave_hosts(batch):
                         heartbeat.add(state.id)
                         limit = host_limit(state.effective_url)
-                        future = pool.submit(self._poll_one, state, limit, in_processes, handoff)
+                        future = pool.submit(self._poll_one, state, limit, in_processes)
                         in_flight[future] = state.id
-                        fetching.add(future)
                         future.add_done_callback(finished.put)
 
                 submit(states)
                 while in_flight:
                     future = finished.get()
-                    source_id = in_flight.pop(future)
-                    fetching.discard(future)
+                    del in_flight[future]
                     done = future.result()
-                    if isinstance(done, Future):  # handed off: reported when stored
-                        in_flight[done] = source_id
-                        done.add_done_callback(finished.put)
-                    else:
-                        # a poll without items is reported once its outcome is written
-                        report = done.wait() if isinstance(done, _Pending) else done
-                        heartbeat.done(report.source_id)
-                        reports.append(report)
-                        for listener in (*self.listeners, *([progress] if progress else [])):
-                            listener(report)
-                    if refill is not None and not self.stopping and len(fetching) < workers:
-                        submit(refill(2 * workers - len(fetching), set(in_flight.values())))
+                    # a poll without items is reported once its outcome is written
+                    report = done.wait() if isinstance(done, _Pending) else done
+                    heartbeat.done(report.source_id)
+                    reports.append(report)
+                    for listener in (*self.listeners, *([progress] if progress else [])):
+                        listener(report)
+                    if refill is not None and not self.stopping and len(in_flight) < workers:
+                        submit(refill(2 * workers - len(in_flight), set(in_flight.values())))
         finally:
-            if handoff is not None:
-                handoff.executor.shutdown(wait=True)
             heartbeat.stop()
             if self._index is not None:
                 with self._index_lock:
@@ -433,53 +413,39 @@ class Poller:
         return sorted(reports, key=lambda r: r.source_id)
 
     def _poll_one(
-        self,
-        state: SourceState,
-        limit: threading.Semaphore,
-        in_processes: bool = False,
-        handoff: _Handoff | None = None,
-    ) -> PollReport | _Pending | Future[PollReport | _Pending]:
+        self, state: SourceState, limit: threading.Semaphore, in_processes: bool = False
+    ) -> PollReport | _Pending:
         """Poll one source. A poll without items returns before its outcome is written (the
-        thread goes on to the next source; the report waits for the write). With
-        ``handoff``, a body is parsed and stored by one of its threads, and this one returns
-        that future: it goes on to fetch while the parser processes work."""
+        thread goes on to the next source; the report waits for the write)."""
         source = self.sources.get(state.id)
         if source is None:
             return PollReport(state.id, "skipped", error="not in the config any more")
         if self.stopping:
             self.store.release(self.owner, [state.id])
             return PollReport(state.id, "skipped", error="shutting down")
-
-        def poll() -> PollReport | _Pending | Future[PollReport | _Pending]:
-            with limit:  # (the host's slot is for fetching: parsing does not hold it)
-                fetched = self._fetch(source, state)
-            if isinstance(fetched, _Prepared):
-                return self._store(fetched)
-            if handoff is not None:
-                handoff.slots.acquire()  # (blocks while too many bodies wait for a parser)
-
-                def parse_and_store() -> PollReport | _Pending:
-                    try:
-                        prepared = self._parse(source, state, fetched, True)
-                    finally:
-                        handoff.slots.release()
-                    return self._store(prepared)
-
-                try:
-                    return handoff.executor.submit(self._guarded, source, state, parse_and_store)
-                except BaseException:
-                    handoff.slots.release()
-                    raise
-            return self._store(self._parse(source, state, fetched, in_processes))
-
-        return self._guarded(source, state, poll)
-
-    def _guarded(
-        self, source: Source, state: SourceState, work: Callable[[], _T]
-    ) -> _T | PollReport:
-        """Run one poll's ``work``; its failure is that source's error, not the round's."""
         try:
-            return work()
+            with limit:
+                prepared = self._prepare(source, state, in_processes)
+            if not prepared.entries:
+                # 304s, failures, bodies with nothing new: one transaction for many sources
+                slot = self._outcomes.submit(prepared.outcome)
+                return _Pending(slot, lambda lost: self._finish(prepared, lost))
+            else:
+                # Ingest and index together: a copy ingested by the next thread must see
+                # this one.
+                with self._index_lock:
+                    if not self._round_refreshed:
+                        # only a round with new entries needs the index
+                        self.refresh_index()
+                        self._round_refreshed = True
+                    result = self.store.ingest(
+                        prepared.outcome,
+                        prepared.entries,
+                        finder=self._locked_index(),
+                        owner=self.owner,
+                        now=self.clock(),
+                    )
+                    self._mark_indexed(result.added)
         except StoreError as e:
             log.error("store error while polling source=%s: %s", state.id, e)
             return PollReport(state.id, "error", error_kind="store", error=str(e))
@@ -487,27 +453,6 @@ class Poller:
             log.exception("unexpected error while polling source=%s", state.id)
             self._record_internal_error(source, state, e)
             return PollReport(state.id, "error", error_kind=ErrorKind.INTERNAL, error=repr(e))
-
-    def _store(self, prepared: _Prepared) -> PollReport | _Pending:
-        """Store a prepared poll: its items with the index, or its outcome with others'."""
-        if not prepared.entries:
-            # 304s, failures, bodies with nothing new: one transaction for many sources
-            slot = self._outcomes.submit(prepared.outcome)
-            return _Pending(slot, lambda lost: self._finish(prepared, lost))
-        # Ingest and index together: a copy ingested by the next thread must see this one.
-        with self._index_lock:
-            if not self._round_refreshed:
-                # only a round with new entries needs the index
-                self.refresh_index()
-                self._round_refreshed = True
-            result = self.store.ingest(
-                prepared.outcome,
-                prepared.entries,
-                finder=self._locked_index(),
-                owner=self.owner,
-                now=self.clock(),
-            )
-            self._mark_indexed(result.added)
         return self._finish(prepared, result.lost_lease, result.counts)
 
     def _finish(
@@ -560,13 +505,6 @@ class Poller:
 
     def _prepare(self, source: Source, state: SourceState, in_processes: bool) -> _Prepared:
         """Fetch, parse and normalize one source (no store access)."""
-        fetched = self._fetch(source, state)
-        if isinstance(fetched, _Prepared):
-            return fetched
-        return self._parse(source, state, fetched, in_processes)
-
-    def _fetch(self, source: Source, state: SourceState) -> _Prepared | _Body:
-        """Fetch one source: a 304 or a failure is a poll's outcome, a body is to parse."""
         started = time.monotonic()
         request = FetchRequest(
             url=state.effective_url,
@@ -614,13 +552,8 @@ class Poller:
             )
             return _Prepared(outcome, (), report)
         assert isinstance(response, Fetched)
-        return _Body(response, started, now)
+        from aggregator.stories import StoryFeatures
 
-    def _parse(
-        self, source: Source, state: SourceState, body: _Body, in_processes: bool
-    ) -> _Prepared:
-        """Parse and normalize a fetched body (in a parser process, or in this thread)."""
-        response, started, now = body.response, body.started, body.fetched_at
         job = PrepareJob(
             source=source,
             content=response.content,
@@ -646,8 +579,6 @@ class Poller:
                 response.permanent_url,
                 started,
             )
-        from aggregator.stories import StoryFeatures  # (after the parse: it starts the pool)
-
         entries = tuple(
             IngestEntry(e.item, e.hits, e.features, StoryFeatures.from_bytes(e.features))
             for e in feed.entries
@@ -794,17 +725,6 @@ class _Pending:
             log.error("store error while polling source=%s: %s", source_id, self.slot.error)
             return PollReport(source_id, "error", error_kind="store", error=str(self.slot.error))
         return self.finish(self.slot.lost)
-
-
-class _Handoff:
-    """Threads that wait for the parser processes and store what they return, so that the
-    polling threads go on fetching meanwhile (while the processes start, too). At most four
-    bodies per thread wait at once: a cold round fetches faster than it parses, and the
-    bodies would pile up in memory."""
-
-    def __init__(self, threads: int) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store")
-        self.slots = threading.Semaphore(4 * threads)
 
 
 class _OutcomeWriter:
