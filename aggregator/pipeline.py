@@ -552,8 +552,6 @@ class Poller:
             )
             return _Prepared(outcome, (), report)
         assert isinstance(response, Fetched)
-        from aggregator.stories import StoryFeatures
-
         job = PrepareJob(
             source=source,
             content=response.content,
@@ -579,6 +577,9 @@ class Poller:
                 response.permanent_url,
                 started,
             )
+        # (imported after the first parse is sent: the parser processes start meanwhile)
+        from aggregator.stories import StoryFeatures
+
         entries = tuple(
             IngestEntry(e.item, e.hits, e.features, StoryFeatures.from_bytes(e.features))
             for e in feed.entries
