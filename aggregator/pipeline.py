@@ -65,6 +65,7 @@ GONE_PAUSE = timedelta(days=3650)  # a 410 source is disabled; this only keeps n
 STORY_WINDOW = timedelta(hours=72)
 PROCESS_POOL_MIN_SOURCES = 8  # smaller rounds parse in their polling threads
 INDEX_SNAPSHOT_FORMAT = 1  # of Poller.save_index's file: a change makes the old ones unused
+_SNAPSHOT_VERSION = (INDEX_SNAPSHOT_FORMAT, STORY_WINDOW.total_seconds())
 RULES_SETTING = "topic_rules"  # fingerprint of the rules the stored membership follows
 
 
@@ -222,15 +223,11 @@ class Poller:
         try:
             with open(path, "rb") as file, np.load(file, allow_pickle=False) as data:
                 meta = json.loads(data["meta"].tobytes())
-                expected = {"format": INDEX_SNAPSHOT_FORMAT, "window": STORY_WINDOW.total_seconds()}
-                if {k: meta.get(k) for k in expected} != expected:
+                if (meta.get("format"), meta.get("window")) != _SNAPSHOT_VERSION:
                     log.info("story index snapshot %s is of another version: not used", path)
                     return
                 last = int(meta["last_item_id"])
-                item = self.store.item_key(last) if last else None
-                if meta["store"] != self.store.store_id() or (
-                    last and list(item or ()) != meta["item"]
-                ):
+                if meta != self._snapshot_meta(last):
                     log.info("story index snapshot %s is not of this store: not used", path)
                     return
                 index = StoryIndex(window=STORY_WINDOW, secret=self._index_secret())
@@ -246,6 +243,18 @@ class Poller:
         self._indexed = array("q", own.tolist())
         self._index_changes = 0
         log.debug("story index: %d entries from %s, up to item %d", len(index), path, last)
+
+    def _snapshot_meta(self, last: int) -> dict[str, Any]:
+        """What a snapshot of the index up to item ``last`` says of itself: its version,
+        the store it is of, and that item (a store restored or replaced since lacks it)."""
+        item = self.store.item_key(last) if last else None
+        return {
+            "format": _SNAPSHOT_VERSION[0],
+            "window": _SNAPSHOT_VERSION[1],
+            "store": self.store.store_id(),
+            "last_item_id": last,
+            "item": list(item or ()),
+        }
 
     def save_index(self, *, min_changes: int = 1000) -> bool:
         """Leave the story index beside the store for the next process (see
@@ -266,15 +275,7 @@ class Poller:
                 # Up to date to the newest stored item: the loading process then reads only
                 # what is stored after it (not past every item this one stored itself).
                 self.refresh_index()
-                last = self._last_item_id
-                item = self.store.item_key(last) if last else None
-                meta = {
-                    "format": INDEX_SNAPSHOT_FORMAT,
-                    "window": STORY_WINDOW.total_seconds(),
-                    "store": self.store.store_id(),
-                    "last_item_id": last,
-                    "item": list(item or ()),
-                }
+                meta = self._snapshot_meta(self._last_item_id)
             except StoreError as e:
                 log.warning("story index not saved: %s", e)
                 return False
