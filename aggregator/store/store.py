@@ -436,16 +436,17 @@ class Store:
         child.start()
         sender.close()
         try:
-            error = receiver.recv()
+            result = receiver.recv()  # whether it migrated, or what went wrong
         except EOFError:
-            error = f"the migration process died (exit code {child.exitcode})"
+            result = f"the migration process died (exit code {child.exitcode})"
         finally:
             receiver.close()
             child.join()
-        if error:
-            raise StoreError(error)
-        log.info("database upgraded to revision %s", HEAD_REVISION)
-        return True
+        if isinstance(result, str):
+            raise StoreError(result)
+        if result:
+            log.info("database upgraded to revision %s", HEAD_REVISION)
+        return bool(result)
 
     def _write(self) -> Any:
         return self._engine.begin()
@@ -1682,11 +1683,12 @@ def _state(row: Any, items_total: int, items_24h: int) -> SourceState:
 
 
 def _upgrade_child(url: str, sender: Any) -> None:
-    """Run the migrations in this (child) process; send None, or the error message."""
+    """Run the migrations in this (child) process; send whether it migrated (another
+    worker may have done it meanwhile), or the error message."""
     try:
         store = Store(url)
         try:
-            store.upgrade()
+            applied = store.upgrade()
         finally:
             store.close()
     except StoreError as e:
@@ -1694,6 +1696,6 @@ def _upgrade_child(url: str, sender: Any) -> None:
     except Exception as e:  # anything else is reported the same way, not as a traceback
         sender.send(f"migration failed: {e.__class__.__name__}: {e}")
     else:
-        sender.send(None)
+        sender.send(applied)
     finally:
         sender.close()
