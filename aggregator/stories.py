@@ -1018,14 +1018,29 @@ class _Postings:
                 found = level_keys.searchsorted(q, side="right") - lo
                 counts += found
                 hits.append((level_ids, lo, found))
-        recent = [self._pending.get(k) for k in keys]
-        more = [
-            self._pending_more.get(k, ()) if i is not None else ()
-            for k, i in zip(keys, recent, strict=True)
-        ]
-        counts += np.array(
-            [(i is not None) + len(m) for i, m in zip(recent, more, strict=True)], np.int64
-        )
+        # the latest additions, in plain lists: a numpy call per key would cost more
+        recent: list[int] = []
+        recent_at: list[int] = []
+        at_key: list[int] = []
+        count_at_key: list[int] = []
+        pending, pending_more = self._pending, self._pending_more
+        before = counts.tolist() if cap else None
+        for j, k in enumerate(keys):
+            i = pending.get(k)
+            if i is None:
+                continue
+            more = pending_more.get(k, ()) if pending_more else ()
+            at_key.append(j)
+            count_at_key.append(1 + len(more))
+            if before is not None and before[j] + 1 + len(more) > cap:
+                continue  # capped: its ids are not gathered
+            recent.append(i)
+            recent_at.append(j)
+            if more:
+                recent.extend(more)
+                recent_at.extend([j] * len(more))
+        if at_key:
+            counts[at_key] += count_at_key  # (distinct positions)
         capped = counts > cap if cap else np.zeros(len(q), bool)
         parts, which = [], []
         for level_ids, lo, found in hits:
@@ -1035,15 +1050,29 @@ class _Postings:
                 ends = np.cumsum(found)
                 parts.append(level_ids[np.arange(total) + np.repeat(lo - ends + found, found)])
                 which.append(np.repeat(np.arange(len(q)), found))
-        for j, (i, m) in enumerate(zip(recent, more, strict=True)):
-            if i is not None and not capped[j]:
-                parts.append(np.array([i, *m], dtype=np.int32))
-                which.append(np.full(1 + len(m), j))
+        if recent:
+            parts.append(np.array(recent, np.int32))
+            which.append(np.array(recent_at, np.intp))
         if not parts:
             return np.empty(0, np.int32), np.empty(0, np.intp), capped
         if len(parts) == 1:
             return parts[0], which[0], capped
         return np.concatenate(parts), np.concatenate(which), capped
+
+    def ids_of(self, key: int) -> list[int]:
+        """Ids filed under one key: :meth:`lookup` without its arrays, for a URL or hash."""
+        ids: list[int] = []
+        for level_keys, level_ids in self._levels:
+            if len(level_keys):
+                lo = int(level_keys.searchsorted(key, side="left"))
+                hi = int(level_keys.searchsorted(key, side="right"))
+                if hi > lo:
+                    ids.extend(level_ids[lo:hi].tolist())
+        i = self._pending.get(key)
+        if i is not None:
+            ids.append(i)
+            ids.extend(self._pending_more.get(key, ()))
+        return ids
 
     def add_many(self, keys: Any, ids: Any) -> None:
         """File many (key, id) pairs at once (arrays of the keys' dtype and int32)."""
@@ -1442,9 +1471,8 @@ class StoryIndex:
         return moved
 
     def _latest(self, postings: _Postings, s: str) -> int | None:
-        ids, _, _ = postings.lookup([self._key(s)])
-        ids = ids[self._alive[ids]]
-        return int(ids.max()) if len(ids) else None
+        alive = self._alive
+        return max((i for i in postings.ids_of(self._key(s)) if alive[i]), default=None)
 
     def _query(self, f: StoryFeatures) -> _Query:
         if self._last is not None and self._last.f is f:
