@@ -347,10 +347,18 @@ def _full_scans(store: Store, statements: list[tuple[str, Any]]) -> list[str]:
             limited = " LIMIT " in statement.upper()
             if store.is_sqlite:
                 rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all()
+                # a subquery's rows (a co-routine) are read as they come: no table is scanned
+                subqueries = {
+                    str(r[-1]).removeprefix("CO-ROUTINE ")
+                    for r in rows
+                    if str(r[-1]).startswith("CO-ROUTINE ")
+                }
                 scans = [
                     str(r[-1])
                     for r in rows
-                    if str(r[-1]).startswith("SCAN ") and not (limited and "INDEX" in str(r[-1]))
+                    if str(r[-1]).startswith("SCAN ")
+                    and str(r[-1]).removeprefix("SCAN ") not in subqueries
+                    and not (limited and "INDEX" in str(r[-1]))
                 ]
             else:
                 plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, params)

@@ -905,8 +905,9 @@ class Store:
                     .values(representative_item_id=bindparam("b_item")),
                     single,
                 )
-        for story_id in sorted(batch.choose | {s for s, n in batch.copies.items() if n > 1}):
-            self._choose_representative(conn, story_id)
+        self._choose_representatives(
+            conn, sorted(batch.choose | {s for s, n in batch.copies.items() if n > 1})
+        )
         if updates:
             ic = t.items.c
             conn.execute(
@@ -1006,9 +1007,11 @@ class Store:
 
     def _batch_story_by_uid(self, conn: Connection, batch: _Batch, uid: str) -> int | None:
         if uid not in batch.id_of_uid:
-            batch.id_of_uid[uid] = self._story_by_uid(conn, uid)
-        found = batch.id_of_uid[uid]
-        return found
+            found, own = self._story_by_uid(conn, uid)
+            batch.id_of_uid[uid] = found
+            if found is not None and own:
+                batch.uid_of.setdefault(found, uid)  # then _batch_uid needs no statement
+        return batch.id_of_uid[uid]
 
     def _batch_uid(self, conn: Connection, batch: _Batch, story_id: int) -> str:
         if story_id not in batch.uid_of:
@@ -1027,14 +1030,15 @@ class Store:
 
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
 
-    def _story_by_uid(self, conn: Connection, uid: str) -> int | None:
-        """The story with this uid, or the one it was merged into."""
+    def _story_by_uid(self, conn: Connection, uid: str) -> tuple[int | None, bool]:
+        """The story with this uid (and True), or the one it was merged into (and False)."""
         found = conn.execute(select(t.stories.c.id).where(t.stories.c.uid == uid)).scalar()
-        if found is None:
-            found = conn.execute(
-                select(t.story_keys.c.story_id).where(t.story_keys.c.key == "alias:" + uid)
-            ).scalar()
-        return None if found is None else int(found)
+        if found is not None:
+            return int(found), True
+        found = conn.execute(
+            select(t.story_keys.c.story_id).where(t.story_keys.c.key == "alias:" + uid)
+        ).scalar()
+        return (None if found is None else int(found)), False
 
     def _merge_story(
         self,
@@ -1092,20 +1096,42 @@ class Store:
             ).scalar_one()
         )
 
-    def _choose_representative(self, conn: Connection, story_id: int) -> None:
+    def _choose_representatives(self, conn: Connection, story_ids: Sequence[int]) -> None:
+        """Each story's representative copy (from the source of highest priority, then the
+        earliest published) and its time as the story's: one query per 500 stories."""
         ic, sc = t.items.c, t.sources.c
-        rep = conn.execute(
-            select(ic.id, ic.published_at)
-            .join(t.sources, sc.id == ic.source_id)
-            .where(ic.story_id == story_id)
-            .order_by(sc.priority.desc(), ic.published_at, ic.id)
-            .limit(1)
-        ).first()
-        if rep is not None:
+        rank = (
+            func.row_number()
+            .over(
+                partition_by=ic.story_id,
+                order_by=(sc.priority.desc(), ic.published_at, ic.id),
+            )
+            .label("rank")
+        )
+        rows: list[dict[str, Any]] = []
+        for chunk in _chunks(story_ids, 500):
+            ranked = (
+                select(ic.story_id, ic.id, ic.published_at, rank)
+                .join(t.sources, sc.id == ic.source_id)
+                .where(ic.story_id.in_(chunk))
+                .subquery()
+            )
+            query = select(ranked.c.story_id, ranked.c.id, ranked.c.published_at).where(
+                ranked.c.rank == 1
+            )
+            rows.extend(
+                {"b_story": row.story_id, "b_item": row.id, "b_published": row.published_at}
+                for row in conn.execute(query)
+            )
+        if rows:
             conn.execute(
                 update(t.stories)
-                .where(t.stories.c.id == story_id)
-                .values(representative_item_id=rep.id, published_at=rep.published_at)
+                .where(t.stories.c.id == bindparam("b_story"))
+                .values(
+                    representative_item_id=bindparam("b_item"),
+                    published_at=bindparam("b_published"),
+                ),
+                sorted(rows, key=lambda row: row["b_story"]),
             )
 
     def _insert_ignore(
