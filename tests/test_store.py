@@ -167,6 +167,36 @@ def test_representative_is_highest_priority_then_earliest(store: Store) -> None:
     assert [c.source_name for c in story.related] == ["Sputnik"]  # TASS link equals BELTA's
 
 
+def test_one_ingest_chooses_each_storys_representative_among_its_own_copies(
+    store: Store,
+) -> None:
+    """Several stories gaining copies in one poll: each gets its own best copy."""
+    hits = (TopicHit("t", ("x",)),)
+    store.ingest(
+        ok("tass"),
+        [
+            IngestEntry(item("tass", "t1", "http://n/1", "TASS one", minutes=30), hits),
+            IngestEntry(item("tass", "t2", "http://n/2", "TASS two", minutes=20), hits),
+            IngestEntry(item("tass", "t3", "http://n/3", "TASS three", minutes=10), hits),
+        ],
+        now=NOW,
+    )
+    store.ingest(
+        ok("belta"),
+        [
+            IngestEntry(item("belta", "b2", "http://n/2", "BELTA two", minutes=5), hits),
+            IngestEntry(item("belta", "b1", "http://n/1", "BELTA one", minutes=1), hits),
+        ],
+        now=NOW,
+    )
+    page = store.topic_page("t", page=1, limit=10)
+    by_title = {s.title: s for s in page.stories}
+    assert page.total == 3
+    assert sorted(by_title) == ["BELTA one", "BELTA two", "TASS three"]  # higher priority
+    assert by_title["BELTA one"].published == NOW - timedelta(minutes=1)
+    assert by_title["BELTA two"].published == NOW - timedelta(minutes=5)
+
+
 def test_story_id_never_changes(store: Store) -> None:
     hits = (TopicHit("t", ()),)
     store.ingest(ok("tass"), [IngestEntry(item("tass", "t1", "http://n/1", "A"), hits)], now=NOW)
