@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from itertools import chain, islice
-from typing import Any
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -228,7 +228,16 @@ def _stemmer(language: str) -> Any:
     return Stemmer.Stemmer(name) if name else None
 
 
+# Characters that make common agency text not NFKC already, each with its NFKD form (plain
+# starters): normalizing a text with them replaced gives the same result, and a text that
+# is NFKC once they are gone takes normalize()'s quick check instead of a full pass.
+_COMPATIBLE = tuple((c, unicodedata.normalize("NFKD", c)) for c in "\u2026\u00a0\u202f\u2009\u2116")
+
+
 def _clean(text: str) -> str:
+    for c, plain in _COMPATIBLE:
+        if c in text:
+            text = text.replace(c, plain)
     text = unicodedata.normalize("NFKC", text)
     return _BOILERPLATE.sub("", text)
 
@@ -296,14 +305,16 @@ def _shingle_hashes(title: str, summary: str, language: str) -> list[int]:
     """``shingle_hashes(_shingles(title, summary, language))``, through the cache."""
     words = _shingle_words(title, summary, language)
     cache = _WORD_HASHES.setdefault(language, {})
-    missing = [w for w in words if w not in cache]
-    if missing:
+    found = set(map(cache.get, words))  # one look-up a word when all are known
+    if None in found:
+        missing = [w for w in words if w not in cache]
         if len(cache) + len(missing) > _WORD_HASHES_MAX:
             cache.clear()
         stemmer = _stemmer(language)
         stems = stemmer.stemWords(missing) if stemmer is not None else missing
         cache.update(zip(missing, map(_token_hash, stems), strict=True))
-    return sorted(set(map(cache.__getitem__, words)))
+        found = set(map(cache.get, words))
+    return sorted(cast("set[int]", found))  # every word is known now
 
 
 @lru_cache(maxsize=1)
@@ -325,16 +336,20 @@ def signature(hashes: Sequence[int] | Any) -> bytes:
     if not len(hashes):
         return np.full(NUM_PERM, 0xFFFFFFFF, dtype="<u4").tobytes()
     a, b = _minhash_permutations()
-    h = np.asarray(hashes, dtype=np.uint32)
-    h = h ^ (h >> np.uint32(16))
-    h *= np.uint32(0x85EBCA6B)
-    h ^= h >> np.uint32(13)
-    h *= np.uint32(0xC2B2AE35)
-    h ^= h >> np.uint32(16)
+    h = np.array(hashes, dtype=np.uint32)  # a copy: mixed in place below
+    h ^= h >> _U16
+    h *= _MIX1
+    h ^= h >> _U13
+    h *= _MIX2
+    h ^= h >> _U16
     values = np.multiply.outer(h, a)  # uint32 arithmetic wraps: the mod 2^32 of the scheme
     values += b
-    out: bytes = values.min(axis=0).astype("<u4").tobytes()
+    out: bytes = np.minimum.reduce(values, axis=0).astype("<u4", copy=False).tobytes()
     return out
+
+
+_U13, _U16 = np.uint32(13), np.uint32(16)
+_MIX1, _MIX2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)  # MurmurHash3's finalizer
 
 
 def _fallback_hash(title: str, summary: str) -> str:
@@ -462,7 +477,18 @@ _SOUNDS = [
 ]  # fmt: skip
 _DROP = str.maketrans("", "", "aeiouyh'’-")
 # Case endings with a consonant survive the vowel-free key: Токаевым -> Токаев
-_RU_ENDINGS = re.compile(r"(?:ыми|ими|ами|ями|ому|ему|ого|его|ым|им|ом|ем)$")
+_RU_CASE_ENDINGS = ("ыми", "ими", "ами", "ями", "ому", "ему", "ого", "его", "ым", "им", "ом", "ем")
+_RU_ENDINGS = re.compile(f"(?:{'|'.join(_RU_CASE_ENDINGS)})$")
+# _RU_ENDINGS matches only words ending so ($ also matches before a final newline)
+_RU_ENDING_TAILS = (*_RU_CASE_ENDINGS, "\n")
+_EXONYM_STEMS = tuple(_EXONYMS)
+_REPEATED = re.compile(r"(.)\1+")
+
+
+def _first_group(m: re.Match[str]) -> str:
+    return m.group(1)  # as the template r"\1", without re's per-call template handling
+
+
 _NAME_KEY_LEN = 6
 _NAME_MIN_LEN = 3
 
@@ -476,9 +502,11 @@ def name_key(word: str) -> str:
     """
     w = word.casefold().replace("ё", "е")
     if _CYRILLIC.search(w):
-        latin = next((v for k, v in _EXONYMS.items() if w.startswith(k)), None)
+        latin = None
+        if w.startswith(_EXONYM_STEMS):
+            latin = next(v for k, v in _EXONYMS.items() if w.startswith(k))
         if latin is None:
-            if len(w) > 5:
+            if len(w) > 5 and w.endswith(_RU_ENDING_TAILS):
                 w = _RU_ENDINGS.sub("", w)
             latin = w.translate(_TRANSLIT)
         w = latin
@@ -487,7 +515,7 @@ def name_key(word: str) -> str:
     for a, b in _SOUNDS:
         w = w.replace(a, b)
     w = w.translate(_DROP).lower()
-    w = re.sub(r"(.)\1+", r"\1", w)
+    w = _REPEATED.sub(_first_group, w)
     if len(w) < _NAME_MIN_LEN or not w.isalpha():
         return ""
     return w[:_NAME_KEY_LEN]
@@ -575,10 +603,14 @@ _MONTH_RU = r"(январ[ья]|феврал[ья]|марта?|апрел[ья]|
 _DAY_RANGE = r"(?:\s*[-–]\s*(\d{1,2}))?(?:st|nd|rd|th|-?го)?"
 _DAYS = r"(\d{1,2})" + _DAY_RANGE
 # every word _MONTH_EN and _MONTH_RU accept, casefolded
-_MONTH_WORDS = frozenset(
+_MONTH_WORDS_EN = frozenset(
     _words("""
     january february march april may june july august september october november december
     jan feb mar apr jun jul aug sept sep oct nov dec
+    """)
+)
+_MONTH_WORDS = _MONTH_WORDS_EN | frozenset(
+    _words("""
     январь января февраль февраля март марта апрель апреля май мая июнь июня июль июля
     август августа сентябрь сентября октябрь октября ноябрь ноября декабрь декабря
     """)
@@ -617,8 +649,14 @@ def _month(word: str) -> int:
     return 0
 
 
-def _date_anchors(text: str, out: set[str]) -> str:
-    """Add d:MM-DD anchors; return the text with the dates blanked out."""
+def _date_anchors(text: str, out: set[str], english: Sequence[str] | None = None) -> str:
+    """Add d:MM-DD anchors; return the text with the dates blanked out.
+
+    ``english``, when given, holds every spelling an English month name has as a word
+    of ``text`` (see _month_words): month-first dates are looked for there alone. Such a
+    date starts at its month name, a word of its own or after an apostrophe, and blanking
+    day-first dates out leaves the letters of the rest as they were.
+    """
 
     def add(days: tuple[str | None, ...], month_word: str) -> None:
         month = _month(month_word)
@@ -635,7 +673,30 @@ def _date_anchors(text: str, out: set[str]) -> str:
         return " "
 
     text = _DATE_DAY_FIRST.sub(day_first, text)
-    return _DATE_MONTH_FIRST.sub(month_first, text)
+    if english is None:
+        return _DATE_MONTH_FIRST.sub(month_first, text)
+    return _sub_at(_DATE_MONTH_FIRST, text, english, month_first)
+
+
+def _sub_at(
+    pattern: re.Pattern[str], text: str, starts: Iterable[str], repl: Callable[[re.Match[str]], str]
+) -> str:
+    """``pattern.sub(repl, text)`` for a pattern that matches only where one of ``starts``
+    occurs in ``text``: tried there alone, instead of at every position (IGNORECASE
+    alternatives are slow to try)."""
+    found = set()
+    for start in starts:
+        k = text.find(start)
+        while k >= 0:
+            found.add(k)
+            k = text.find(start, k + 1)
+    pieces: list[str] = []
+    end = 0
+    for k in sorted(found):
+        if k >= end and (m := pattern.match(text, k)):  # match() sees the text before k
+            pieces += (text[end:k], repl(m))
+            end = m.end()
+    return "".join((*pieces, text[end:])) if pieces else text
 
 
 def _number(int_part: str, frac: str | None, thousand: bool) -> str:
@@ -660,20 +721,28 @@ def _number_anchors(text: str, language: str, out: set[str]) -> None:
         out.add(f"s:{int(m.group(1))}-{int(m.group(2))}")
         return " "
 
-    text = _PAIR.sub(pair, text)
+    if "-" in text or ":" in text or "–" in text:  # one of them is in every pair
+        text = _PAIR.sub(pair, text)
     pattern = _NUM_RU if language == "ru" else _NUM_EN
     for m in pattern.finditer(text):
-        value = _number(m.group(1), m.group(2), bool(m.group(3)))
-        if "." in value:
-            out.add(f"n:{value}")
-            continue
-        n = int(value)
-        if 1900 <= n <= 2100:
-            out.add(f"y:{n}")
-        elif n >= 100:
-            out.add(f"n:{n}")
-        elif n >= 10:
-            out.add(f"m:{n}")
+        if anchor := _amount(*m.groups()):
+            out.add(anchor)
+
+
+@functools.lru_cache(maxsize=8192)  # the same figures recur: years, counts, rates
+def _amount(int_part: str, frac: str | None, unit: str | None) -> str:
+    """The anchor of a figure _NUM_EN or _NUM_RU found, "" when it is none."""
+    value = _number(int_part, frac, bool(unit))
+    if "." in value:
+        return f"n:{value}"
+    n = int(value)
+    if 1900 <= n <= 2100:
+        return f"y:{n}"
+    if n >= 100:
+        return f"n:{n}"
+    if n >= 10:
+        return f"m:{n}"
+    return ""
 
 
 def anchors(title: str, summary: str, language: str) -> frozenset[str]:
@@ -704,12 +773,14 @@ def _anchors(title: str, summary: str, language: str) -> frozenset[str]:
         pattern, canon, _ = _ORG_PHRASES[k]
         if pattern.search(text):
             out.add(f"a:{canon}")
-    parts, words, capitalised, capitalised_folded, lowercase = _split_words(text)
-    if exact or _may_have_dates(lowercase, capitalised_folded, words):
-        dated = _date_anchors(text, out)
+    split = _split_words(text)
+    dates, english = (True, None) if exact else _month_words(text, split)
+    if dates:
+        dated = _date_anchors(text, out, english)
         if dated != text:
             text = dated
-            parts, words, capitalised, capitalised_folded, lowercase = _split_words(text)
+            split = _split_words(text)
+    parts, words, capitalised, capitalised_folded, _, lowercase = split
     _number_anchors(text, language, out)
     for folded in lowercase.union(capitalised_folded).intersection(_ACRONYMS):
         out.add(f"a:{_ACRONYMS[folded]}")
@@ -733,18 +804,26 @@ def _anchors(title: str, summary: str, language: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def _split_words(text: str) -> tuple[list[str], list[str], list[str], list[str], set[str]]:
-    """The words of ``text`` as _WORD finds them, for names and acronyms.
+class _Words(NamedTuple):
+    """The words of a text as _WORD finds them, for names, acronyms and dates."""
 
-    Returns the split (gap, word, gap, …, gap), the words, the distinct capitalised words
-    and their casefolded forms, and the casefolded forms of the other words.
-    """
+    parts: list[str]  # the split: gap, word, gap, …, gap
+    words: list[str]
+    capitalised: list[str]  # distinct
+    capitalised_folded: list[str]  # casefolded, in the same order
+    others: set[str]  # the other distinct words
+    others_folded: set[str]  # their casefolded forms
+
+
+def _split_words(text: str) -> _Words:
     parts = _WORD_SPLIT.split(text)
     words = parts[1::2]
     distinct = set(words)
     capitalised = [w for w in distinct if w[0].isupper()]
     distinct.difference_update(capitalised)
-    return parts, words, capitalised, _casefold_all(capitalised), set(_casefold_all(distinct))
+    return _Words(
+        parts, words, capitalised, _casefold_all(capitalised), distinct, _casefold_set(distinct)
+    )
 
 
 def _casefold_all(words: Iterable[str]) -> list[str]:
@@ -753,16 +832,41 @@ def _casefold_all(words: Iterable[str]) -> list[str]:
     return folded.split("\n") if folded else []
 
 
-def _may_have_dates(lowercase: set[str], capitalised: list[str], words: list[str]) -> bool:
-    """Whether a date pattern can match: each needs a month name as a word of its own."""
-    if not _MONTH_WORDS.isdisjoint(lowercase) or not _MONTH_WORDS.isdisjoint(capitalised):
-        return True
-    # a month name glued to a neighbour by an apostrophe is one word to _WORD ("мая’")
-    return any(
-        not _MONTH_WORDS.isdisjoint(_APOSTROPHE.split(w.casefold()))
-        for w in set(words)
-        if "'" in w or "’" in w
+def _casefold_set(words: set[str]) -> set[str]:
+    """``{w.casefold() for w in words}``; ``words`` itself when no word changes (most often:
+    words without a capital letter)."""
+    joined = "\n".join(words)
+    folded = joined.casefold()
+    if folded == joined:
+        return words
+    return set(folded.split("\n"))
+
+
+def _month_words(text: str, split: _Words) -> tuple[bool, list[str]]:
+    """Whether a date pattern can match (each needs a month name as a word of its own), and
+    the spellings English month names have in ``text`` (where month-first dates start)."""
+    _, _, capitalised, capitalised_folded, others, others_folded = split
+    found = not (
+        _MONTH_WORDS.isdisjoint(others_folded) and _MONTH_WORDS.isdisjoint(capitalised_folded)
     )
+    apostrophes = "'" in text or "’" in text
+    if not (found or apostrophes):
+        return False, []  # most texts
+    english = [
+        w for w, f in zip(capitalised, capitalised_folded, strict=True) if f in _MONTH_WORDS_EN
+    ]
+    if not _MONTH_WORDS_EN.isdisjoint(others_folded):
+        english += [w for w in others if w.casefold() in _MONTH_WORDS_EN]
+    if apostrophes:
+        # a month name glued to a neighbour by an apostrophe is one word to _WORD ("мая’")
+        for w in chain(capitalised, others):
+            if "'" in w or "’" in w:
+                for part in _APOSTROPHE.split(w):
+                    folded = part.casefold()
+                    found = found or folded in _MONTH_WORDS
+                    if folded in _MONTH_WORDS_EN:
+                        english.append(part)
+    return found, english
 
 
 def _inside_sentence(parts: list[str], words: list[str], word: str) -> bool:
