@@ -1298,6 +1298,7 @@ class _Query:
     base: float
 
 
+_MEMBER_TABLE = 1 << 12  # see StoryIndex._jaccards
 _LOAD_CHUNK = 1024  # rows decoded at a time: their stored bytes and payloads are held at once
 
 
@@ -1731,8 +1732,16 @@ class StoryIndex:
         starts = ends - lens
         at = np.arange(int(ends[-1])) + np.repeat(self._shingle_at[ids] - starts, lens)
         values = self._pool[at]
-        pos = np.minimum(np.searchsorted(shingles, values), len(shingles) - 1)
-        inter = np.add.reduceat(shingles[pos] == values, starts, dtype=np.int64)
+        # membership in ``shingles``: a table of their low bits rules out most values at
+        # once (a gather); the few it lets through are searched for exactly
+        table = np.zeros(_MEMBER_TABLE, bool)
+        table[shingles & (_MEMBER_TABLE - 1)] = True
+        maybe = np.flatnonzero(table[values & (_MEMBER_TABLE - 1)])
+        found = values[maybe]
+        pos = np.minimum(np.searchsorted(shingles, found), len(shingles) - 1)
+        member = np.zeros(len(values), bool)
+        member[maybe] = shingles[pos] == found
+        inter = np.add.reduceat(member, starts, dtype=np.int64)
         return inter / (lens + len(shingles) - inter)
 
     def _entry_anchors(self, i: int) -> frozenset[str]:
