@@ -104,6 +104,48 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 STORE_ID_SETTING = "store_id"
 
 
+def _ranked_copies() -> Any:
+    """Each story's copies ranked for its representative: the source of highest priority,
+    then the earliest published."""
+    ic, sc = t.items.c, t.sources.c
+    rank = func.row_number().over(
+        partition_by=ic.story_id, order_by=(sc.priority.desc(), ic.published_at, ic.id)
+    )
+    ranked = (
+        select(ic.story_id, ic.id, ic.published_at, rank.label("rank"))
+        .join(t.sources, sc.id == ic.source_id)
+        .where(ic.story_id.in_(bindparam("stories", expanding=True)))
+        .subquery()
+    )
+    return select(ranked.c.story_id, ranked.c.id, ranked.c.published_at).where(ranked.c.rank == 1)
+
+
+# Statements an ingest runs for every poll or story, built once: building one costs about
+# twice what running a simple one does (SQLite: ~42 µs a statement built each time, ~12 µs
+# prebuilt).
+_UID_OF_STORY = select(t.stories.c.uid).where(t.stories.c.id == bindparam("id"))
+_STORY_OF_UID = select(t.stories.c.id).where(t.stories.c.uid == bindparam("uid"))
+_STORY_OF_KEY = select(t.story_keys.c.story_id).where(t.story_keys.c.key == bindparam("key"))
+_KEY_OWNERS = select(t.story_keys.c.key, t.story_keys.c.story_id).where(
+    t.story_keys.c.key.in_(bindparam("keys", expanding=True))
+)
+_ITEMS_BY_GUID = select(
+    t.items.c.guid,
+    t.items.c.id,
+    t.items.c.story_id,
+    t.items.c.title,
+    t.items.c.summary,
+    t.items.c.content,
+    t.items.c.link,
+    t.items.c.revisions,
+).where(
+    t.items.c.source_id == bindparam("source"),
+    t.items.c.guid.in_(bindparam("guids", expanding=True)),
+)
+_LEASE_OWNER = select(t.sources.c.lease_owner).where(t.sources.c.id == bindparam("source"))
+_REPRESENTATIVES = _ranked_copies()
+
+
 class StoryMatchLike(Protocol):
     story_key: str
 
@@ -706,13 +748,13 @@ class Store:
         return self._retrying("recording polls", work) if ids else set()
 
     def _still_owner(self, conn: Connection, source_id: str, owner: str) -> bool:
-        query = select(t.sources.c.lease_owner).where(t.sources.c.id == source_id)
+        query = _LEASE_OWNER
         if not self.is_sqlite:
             # Hold the source's row until commit: a worker whose claim runs meanwhile skips
             # it (SKIP LOCKED) instead of taking over a poll that is being written.
             # (On SQLite, BEGIN IMMEDIATE already excludes every other writer.)
             query = query.with_for_update()
-        row = conn.execute(query).first()
+        row = conn.execute(query, {"source": source_id}).first()
         return row is not None and row.lease_owner in (None, owner)
 
     def _ingest_batch(
@@ -959,23 +1001,17 @@ class Store:
     def _rows_by_guid(
         self, conn: Connection, source_id: str, guids: Sequence[str]
     ) -> dict[str, Any]:
-        ic = t.items.c
         found: dict[str, Any] = {}
         for chunk in _chunks(sorted(set(guids)), 500):
-            query = select(
-                ic.guid, ic.id, ic.story_id, ic.title, ic.summary, ic.content, ic.link, ic.revisions
-            ).where(ic.source_id == source_id, ic.guid.in_(chunk))
-            found.update((row.guid, row) for row in conn.execute(query))
+            rows = conn.execute(_ITEMS_BY_GUID, {"source": source_id, "guids": chunk})
+            found.update((row.guid, row) for row in rows)
         return found
 
     def _key_owners(self, conn: Connection, keys: Collection[str]) -> dict[str, int]:
-        sk = t.story_keys.c
         owners: dict[str, int] = {}
         for chunk in _chunks(sorted(keys), 500):
-            owners.update(
-                (row.key, int(row.story_id))
-                for row in conn.execute(select(sk.key, sk.story_id).where(sk.key.in_(chunk)))
-            )
+            rows = conn.execute(_KEY_OWNERS, {"keys": chunk})
+            owners.update((row.key, int(row.story_id)) for row in rows)
         return owners
 
     def _rows_by_url(
@@ -1015,9 +1051,7 @@ class Store:
 
     def _batch_uid(self, conn: Connection, batch: _Batch, story_id: int) -> str:
         if story_id not in batch.uid_of:
-            batch.uid_of[story_id] = conn.execute(
-                select(t.stories.c.uid).where(t.stories.c.id == story_id)
-            ).scalar_one()
+            batch.uid_of[story_id] = conn.execute(_UID_OF_STORY, {"id": story_id}).scalar_one()
         return batch.uid_of[story_id]
 
     def _insert_ignore_stmt(self, table: Any, keys: list[str]) -> Any:
@@ -1032,12 +1066,10 @@ class Store:
 
     def _story_by_uid(self, conn: Connection, uid: str) -> tuple[int | None, bool]:
         """The story with this uid (and True), or the one it was merged into (and False)."""
-        found = conn.execute(select(t.stories.c.id).where(t.stories.c.uid == uid)).scalar()
+        found = conn.execute(_STORY_OF_UID, {"uid": uid}).scalar()
         if found is not None:
             return int(found), True
-        found = conn.execute(
-            select(t.story_keys.c.story_id).where(t.story_keys.c.key == "alias:" + uid)
-        ).scalar()
+        found = conn.execute(_STORY_OF_KEY, {"key": "alias:" + uid}).scalar()
         return (None if found is None else int(found)), False
 
     def _merge_story(
@@ -1099,29 +1131,11 @@ class Store:
     def _choose_representatives(self, conn: Connection, story_ids: Sequence[int]) -> None:
         """Each story's representative copy (from the source of highest priority, then the
         earliest published) and its time as the story's: one query per 500 stories."""
-        ic, sc = t.items.c, t.sources.c
-        rank = (
-            func.row_number()
-            .over(
-                partition_by=ic.story_id,
-                order_by=(sc.priority.desc(), ic.published_at, ic.id),
-            )
-            .label("rank")
-        )
         rows: list[dict[str, Any]] = []
         for chunk in _chunks(story_ids, 500):
-            ranked = (
-                select(ic.story_id, ic.id, ic.published_at, rank)
-                .join(t.sources, sc.id == ic.source_id)
-                .where(ic.story_id.in_(chunk))
-                .subquery()
-            )
-            query = select(ranked.c.story_id, ranked.c.id, ranked.c.published_at).where(
-                ranked.c.rank == 1
-            )
             rows.extend(
                 {"b_story": row.story_id, "b_item": row.id, "b_published": row.published_at}
-                for row in conn.execute(query)
+                for row in conn.execute(_REPRESENTATIVES, {"stories": chunk})
             )
         if rows:
             conn.execute(
