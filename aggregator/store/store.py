@@ -128,8 +128,8 @@ _STORY_OF_KEY = select(t.story_keys.c.story_id).where(t.story_keys.c.key == bind
 _KEY_OWNERS = select(t.story_keys.c.key, t.story_keys.c.story_id).where(
     t.story_keys.c.key.in_(bindparam("keys", expanding=True))
 )
-_ITEMS_BY_GUID = select(
-    t.items.c.guid,
+# what ingest compares a feed's entry with, of the source's stored items
+_STORED_ITEM = (
     t.items.c.id,
     t.items.c.story_id,
     t.items.c.title,
@@ -137,9 +137,14 @@ _ITEMS_BY_GUID = select(
     t.items.c.content,
     t.items.c.link,
     t.items.c.revisions,
-).where(
+)
+_ITEMS_BY_GUID = select(t.items.c.guid, *_STORED_ITEM).where(
     t.items.c.source_id == bindparam("source"),
     t.items.c.guid.in_(bindparam("guids", expanding=True)),
+)
+_ITEMS_OF_STORIES = select(t.items.c.url, *_STORED_ITEM).where(
+    t.items.c.source_id == bindparam("source"),
+    t.items.c.story_id.in_(bindparam("stories", expanding=True)),
 )
 _LEASE_OWNER = select(t.sources.c.lease_owner).where(t.sources.c.id == bindparam("source"))
 _LEASE_OWNER_LOCKED = _LEASE_OWNER.with_for_update()
@@ -1027,14 +1032,10 @@ class Store:
         }
         if not stories:
             return {}
-        ic = t.items.c
         urls = {e.item.url for e in entries if e.item.url}
         found: dict[str, Any] = {}
         for chunk in _chunks(sorted(stories), 500):
-            query = select(
-                ic.url, ic.id, ic.story_id, ic.title, ic.summary, ic.content, ic.link, ic.revisions
-            ).where(ic.source_id == source_id, ic.story_id.in_(chunk))
-            for row in conn.execute(query):
+            for row in conn.execute(_ITEMS_OF_STORIES, {"source": source_id, "stories": chunk}):
                 if row.url in urls:
                     found.setdefault(row.url, row)
         return found
@@ -1080,8 +1081,8 @@ class Store:
     ) -> None:
         """Move every copy, key and topic membership of story ``loser`` to ``survivor``."""
         st, ts = t.stories.c, t.topic_stories.c
-        loser_uid = conn.execute(select(st.uid).where(st.id == loser)).scalar_one()
-        survivor_uid = conn.execute(select(st.uid).where(st.id == survivor)).scalar_one()
+        loser_uid = conn.execute(_UID_OF_STORY, {"id": loser}).scalar_one()
+        survivor_uid = conn.execute(_UID_OF_STORY, {"id": survivor}).scalar_one()
         conn.execute(update(t.items).where(t.items.c.story_id == loser).values(story_id=survivor))
         conn.execute(
             update(t.story_keys).where(t.story_keys.c.story_id == loser).values(story_id=survivor)
