@@ -118,6 +118,8 @@ def profiles(
         fresh = sides.Ours(workdir / "profile-cold", corpus, server.urls(n), "16/0")
         text = _profile(["aggregator", "poll", "--config", str(fresh.config), "-q"])
         results.profiles.append((f"`aggregator poll`, cold round, {n} feeds", text))
+        if _failed(results, "Cold poll"):
+            results.profiles.append(_stage_costs(corpus, server, workdir, plan.poll.sizes[-1]))
         size = plan.poll.sizes[0]
         store = kept.get(f"ours-{size}")
         if store is not None:
@@ -146,19 +148,33 @@ def profiles(
         log(f"profile: memory held after a round of {n} feeds")
         server.set_round(0)
         fresh = sides.Ours(workdir / "profile-memory", corpus, server.urls(n), "16/auto")
-        result = subprocess.run(
-            [sys.executable, "-m", "bench.memory_runner", "--config", str(fresh.config)],
-            env=child_env(),
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
         results.profiles.append(
             (
                 f"memory: what the poller holds after a cold round of {n} feeds (tracemalloc)",
-                result.stdout or result.stderr[-3000:],
+                _run_runner("bench.memory_runner", fresh.config),
             )
         )
+
+
+def _run_runner(module: str, config: Path) -> str:
+    """What ``python -m MODULE --config CONFIG`` prints (the end of its errors if it fails)."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--config", str(config)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    return result.stdout if result.returncode == 0 else result.stderr[-3000:]
+
+
+def _stage_costs(corpus: Corpus, server: ServerProcess, workdir: Path, n: int) -> tuple[str, str]:
+    """The CPU each stage of a cold round costs per item, and the ceilings that follow."""
+    log(f"profile: cost per item by stage, cold round of {n} feeds")
+    server.set_round(0)
+    fresh = sides.Ours(workdir / "profile-stages", corpus, server.urls(n), "1/0")
+    text = _run_runner("bench.stages_runner", fresh.config)
+    return (f"cost per item by stage, cold round of {n} feeds (`bench/stages_runner.py`)", text)
 
 
 def _profile_app(config: Path) -> str:

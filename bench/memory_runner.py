@@ -19,7 +19,21 @@ from datetime import UTC, datetime
 from aggregator.config import load_config
 from aggregator.pipeline import Poller
 from aggregator.store import Store
+from aggregator.types import Config
 from bench.profile import short_paths
+
+
+def daemon_poller(config_dir: str) -> tuple[Config, Store, Poller]:
+    """The config, store and poller as ``aggregator run`` has them before its first round:
+    schema migrated, sources synced, topic membership recomputed."""
+    config = load_config(config_dir)
+    store = Store(config.settings.database)
+    store.upgrade()
+    now = datetime.now(UTC)
+    store.sync_sources(config.sources, now)
+    poller = Poller(config, store)
+    poller.recompute_topics(now)
+    return config, store, poller
 
 
 def main() -> int:
@@ -28,13 +42,8 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=20)
     args = parser.parse_args()
     tracemalloc.start(1)
-    config = load_config(args.config)
-    store = Store(config.settings.database)
-    store.upgrade()
+    config, store, poller = daemon_poller(args.config)
     now = datetime.now(UTC)
-    store.sync_sources(config.sources, now)
-    poller = Poller(config, store)
-    poller.recompute_topics(now)
     poller.refresh_index()
     states = store.claim_due(
         now,
