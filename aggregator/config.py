@@ -327,7 +327,7 @@ class _SettingsFile(_Model):
     per_host: Count = _SETTINGS.per_host
     tracking_params: list[Text] = Field(default_factory=list)
     scheduler: _SchedulerModel = Field(default_factory=_SchedulerModel)
-    # worker processes that parse feeds; "auto": one per CPU core (at most 4); 0: in-process
+    # worker processes that parse feeds; "auto": one per CPU core but one, 1 to 4; 0: in-process
     processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
 
 

@@ -72,6 +72,18 @@ def _children() -> set[int]:
     return found
 
 
+@pytest.mark.parametrize(("cores", "expected"), [(None, 1), (1, 1), (2, 1), (3, 2), (8, 4)])
+def test_auto_leaves_a_core_to_the_daemon(
+    monkeypatch: pytest.MonkeyPatch, cores: int | None, expected: int
+) -> None:
+    """`processes: auto` starts a parser process per core but one (the daemon's own process
+    writes every item of a big round), at least one and at most 4; a number is kept."""
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert ParserPool(None, (TOPIC,)).processes == expected
+    assert ParserPool(3, (TOPIC,)).processes == 3
+    assert ParserPool(0, (TOPIC,)).processes == 0
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_a_closed_pool_leaves_no_process_behind() -> None:
     """Between rounds the daemon holds no parser processes, and no resource tracker either
