@@ -1121,11 +1121,7 @@ class Store:
         )
         if inserted is not None:
             return int(inserted)  # ours: no second statement needed
-        return int(
-            conn.execute(
-                select(t.story_keys.c.story_id).where(t.story_keys.c.key == key)
-            ).scalar_one()
-        )
+        return int(conn.execute(_STORY_OF_KEY, {"key": key}).scalar_one())
 
     def _choose_representatives(self, conn: Connection, story_ids: Sequence[int]) -> None:
         """Each story's representative copy (from the source of highest priority, then the
